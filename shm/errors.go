@@ -1,0 +1,22 @@
+package shm
+
+import "errors"
+
+var (
+	// ErrNotFound: no live variable has that name.
+	ErrNotFound = errors.New("shm: variable not found")
+	// ErrExists: a live variable already has that name.
+	ErrExists = errors.New("shm: variable already exists")
+	// ErrNoSpace: the directory is full or the file would pass its maximum size.
+	ErrNoSpace = errors.New("shm: no space")
+	// ErrTooLarge: the value can never fit in this file.
+	ErrTooLarge = errors.New("shm: value too large")
+	// ErrCorrupt: the file does not follow the layout.
+	ErrCorrupt = errors.New("shm: corrupt service file")
+	// ErrBusy: a value kept changing under a reader for too long.
+	ErrBusy = errors.New("shm: variable busy")
+	// ErrClosed: the file or mapping was closed.
+	ErrClosed = errors.New("shm: closed")
+	// ErrInvalidName: a name does not fit the layout.
+	ErrInvalidName = errors.New("shm: invalid name")
+)

@@ -1,0 +1,492 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+)
+
+// Options size a new service file.
+type Options struct {
+	// DirCapacity is the number of variables the file can hold (default DefaultDirCap).
+	DirCapacity int
+	// MaxSize is the size the file may grow to (default DefaultMaxSize). Writers
+	// and readers reserve this much address space; pages are only used as the
+	// file grows.
+	MaxSize int64
+}
+
+// DefaultMaxSize is the default maximum size of a service file.
+const DefaultMaxSize = 1 << 30
+
+const initialData = 64 << 10
+
+func (o Options) withDefaults() Options {
+	if o.DirCapacity <= 0 {
+		o.DirCapacity = DefaultDirCap
+	}
+	if o.MaxSize <= 0 {
+		o.MaxSize = DefaultMaxSize
+	}
+	return o
+}
+
+// VarInfo describes one variable.
+type VarInfo struct {
+	Name     string
+	Size     uint64
+	Capacity uint64
+	Version  uint64
+}
+
+// File is the broker's writable view of a service file. Read may run
+// concurrently with other Reads; every other method needs exclusive access
+// (the broker holds its service lock). Clients read through a Mapping.
+type File struct {
+	f       *os.File
+	path    string
+	memfd   bool
+	mem     []byte // read-write, MaxSize long
+	size    uint64
+	max     uint64
+	dirOff  uint64
+	dirCap  int
+	dataOff uint64
+	dataEnd uint64
+	count   int
+	index   map[string]int
+	free    freeList
+	fence   fence
+}
+
+// Create makes a new service file at path (mode 0600, failing if it exists)
+// for the named tenant and service.
+func Create(path, tenant, service string, o Options) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("shm: create %s: %w", path, err)
+	}
+	sf, err := initFile(f, path, false, tenant, service, o)
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return sf, nil
+}
+
+// CreateMemfd makes a new service in a sealed memfd. Its Path reaches the same
+// memory through /proc/<pid>/fd; the memory is gone when the broker exits.
+func CreateMemfd(tenant, service string, o Options) (*File, error) {
+	f, err := memfdCreate("commy:" + tenant + "/" + service)
+	if err != nil {
+		return nil, err
+	}
+	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
+	sf, err := initFile(f, path, true, tenant, service, o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := sealMemfd(f); err != nil {
+		sf.Close()
+		return nil, err
+	}
+	return sf, nil
+}
+
+func initFile(f *os.File, path string, memfd bool, tenant, service string, o Options) (*File, error) {
+	o = o.withDefaults()
+	if len(tenant) == 0 || len(tenant) > MaxTenantLen || len(service) == 0 || len(service) > MaxNameLen {
+		return nil, ErrInvalidName
+	}
+	dirOff := uint64(HeaderSize)
+	dataOff := alignPage(dirOff + uint64(o.DirCapacity)*EntrySize)
+	size := dataOff + initialData
+	if uint64(o.MaxSize) < size {
+		return nil, fmt.Errorf("shm: max size %d below the initial size %d: %w", o.MaxSize, size, ErrNoSpace)
+	}
+	if err := reserve(f, 0, size); err != nil {
+		return nil, err
+	}
+	mem, err := mapShared(f, int(o.MaxSize), true)
+	if err != nil {
+		return nil, err
+	}
+	copy(mem[offMagic:], Magic)
+	le.PutUint32(mem[offVersion:], LayoutVersion)
+	le.PutUint32(mem[offHeaderSize:], HeaderSize)
+	le.PutUint64(mem[offMaxSize:], uint64(o.MaxSize))
+	le.PutUint32(mem[offDirOffset:], uint32(dirOff))
+	le.PutUint32(mem[offDirCapacity:], uint32(o.DirCapacity))
+	le.PutUint32(mem[offEntrySize:], EntrySize)
+	le.PutUint64(mem[offDataOffset:], dataOff)
+	le.PutUint64(mem[offDataEnd:], dataOff)
+	le.PutUint16(mem[offTenantLen:], uint16(len(tenant)))
+	le.PutUint16(mem[offServiceLen:], uint16(len(service)))
+	copy(mem[offTenant:], tenant)
+	copy(mem[offService:], service)
+	u64(mem, offFileSize).Store(size)
+	return &File{
+		f: f, path: path, memfd: memfd, mem: mem, size: size, max: uint64(o.MaxSize),
+		dirOff: dirOff, dirCap: o.DirCapacity, dataOff: dataOff, dataEnd: dataOff,
+		index: make(map[string]int),
+	}, nil
+}
+
+func alignPage(n uint64) uint64 { return (n + 4095) &^ 4095 }
+
+// Path is where a process with the right permissions reaches the file.
+func (f *File) Path() string { return f.path }
+
+// Size is the current size of the file in bytes.
+func (f *File) Size() int64 { return int64(f.size) }
+
+// Len is the number of live variables.
+func (f *File) Len() int { return len(f.index) }
+
+// Names identify the tenant and service the file belongs to.
+func (f *File) Names() (tenant, service string) { return headerNames(f.mem) }
+
+// Stat returns the file's status (device and inode identify it to the eBPF probe).
+func (f *File) Stat() (os.FileInfo, error) { return f.f.Stat() }
+
+// OpenReadOnly returns a new read-only descriptor of the file, for a client.
+func (f *File) OpenReadOnly() (*os.File, error) {
+	if f.f == nil {
+		return nil, ErrClosed
+	}
+	p := f.path
+	if !f.memfd {
+		// Reopen through the descriptor, not the name: the name may have been
+		// replaced since the file was opened.
+		p = fmt.Sprintf("/proc/self/fd/%d", f.f.Fd())
+	}
+	r, err := os.OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("shm: reopen read-only: %w", err)
+	}
+	return r, nil
+}
+
+// Has reports whether a live variable has this name.
+func (f *File) Has(name string) bool { _, ok := f.index[name]; return ok }
+
+// Read copies the named value into dst (grown if needed) and returns it with
+// its version.
+func (f *File) Read(name string, dst []byte) ([]byte, uint64, error) {
+	idx, ok := f.index[name]
+	if !ok {
+		return dst, 0, ErrNotFound
+	}
+	return readEntry(f.mem, f.size, entryOff(f.dirOff, idx), name, dst, &f.fence)
+}
+
+// Info describes the named variable.
+func (f *File) Info(name string) (VarInfo, error) {
+	idx, ok := f.index[name]
+	if !ok {
+		return VarInfo{}, ErrNotFound
+	}
+	return f.info(idx, name), nil
+}
+
+func (f *File) info(idx int, name string) VarInfo {
+	e := entryOff(f.dirOff, idx)
+	st := u64(f.mem, e+entState).Load()
+	so := slotOff(e, (st&stateActive)>>1)
+	off := u64(f.mem, so).Load()
+	return VarInfo{
+		Name:     name,
+		Capacity: u64(f.mem, so+8).Load(),
+		Size:     u64(f.mem, off+slotSize).Load(),
+		Version:  u64(f.mem, off+slotVersion).Load(),
+	}
+}
+
+// Variables describes every live variable, sorted by name.
+func (f *File) Variables() []VarInfo {
+	out := make([]VarInfo, 0, len(f.index))
+	for name, idx := range f.index {
+		out = append(out, f.info(idx, name))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Allocate creates a variable holding data with room for at least capacity
+// bytes, and returns its version (1).
+func (f *File) Allocate(name string, data []byte, capacity int) (uint64, error) {
+	if f.mem == nil {
+		return 0, ErrClosed
+	}
+	if len(name) == 0 || len(name) > MaxNameLen {
+		return 0, ErrInvalidName
+	}
+	if _, ok := f.index[name]; ok {
+		return 0, ErrExists
+	}
+	c := uint64(max(capacity, len(data), 1))
+	c = alignUp(c)
+	if slotBytes(c) > f.max-f.dataOff {
+		return 0, ErrTooLarge
+	}
+	idx := -1
+	for i := 0; i < f.count; i++ {
+		if u64(f.mem, entryOff(f.dirOff, i)+entState).Load()&stateLive == 0 {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		if f.count >= f.dirCap {
+			return 0, fmt.Errorf("shm: directory full (%d variables): %w", f.dirCap, ErrNoSpace)
+		}
+		idx = f.count
+	}
+	off, err := f.alloc(slotBytes(c))
+	if err != nil {
+		return 0, err
+	}
+	le.PutUint64(f.mem[off+slotSize:], uint64(len(data)))
+	le.PutUint64(f.mem[off+slotVersion:], 1)
+	copy(f.mem[off+SlotHeader:], data)
+
+	e := entryOff(f.dirOff, idx)
+	// The entry is not live: readers skip it, so plain stores are fine. The
+	// publish below orders them before the entry becomes visible.
+	le.PutUint64(f.mem[e+entSlot0:], off)
+	le.PutUint64(f.mem[e+entSlot0+8:], c)
+	le.PutUint64(f.mem[e+entSlot1:], 0)
+	le.PutUint64(f.mem[e+entSlot1+8:], 0)
+	le.PutUint16(f.mem[e+entNameLen:], uint16(len(name)))
+	clear(f.mem[e+entName : e+entName+MaxNameLen])
+	copy(f.mem[e+entName:], name)
+	if idx == f.count {
+		f.count++
+		u32(f.mem, offEntryCount).Store(uint32(f.count)) // before the entry goes live
+	}
+	publish(f.mem, e, stateLive)
+	f.index[name] = idx
+	u64(f.mem, offGeneration).Add(1)
+	return 1, nil
+}
+
+// Deallocate removes the variable and frees its slots.
+func (f *File) Deallocate(name string) error {
+	if f.mem == nil {
+		return ErrClosed
+	}
+	idx, ok := f.index[name]
+	if !ok {
+		return ErrNotFound
+	}
+	e := entryOff(f.dirOff, idx)
+	publish(f.mem, e, 0)
+	for s := uint64(0); s < 2; s++ {
+		so := slotOff(e, s)
+		if c := u64(f.mem, so+8).Load(); c > 0 {
+			f.release(u64(f.mem, so).Load(), slotBytes(c))
+		}
+	}
+	delete(f.index, name)
+	u64(f.mem, offGeneration).Add(1)
+	return nil
+}
+
+// Write replaces the named value and returns its new version.
+func (f *File) Write(name string, data []byte) (uint64, error) {
+	v, err := f.WriteBatch([]string{name}, [][]byte{data}, nil)
+	if err != nil {
+		return 0, err
+	}
+	return v[0], nil
+}
+
+// WriteBatch replaces several values, all or none: it fails before changing
+// anything if a name is unknown or repeated, or the values do not fit. The new
+// versions are appended to versions.
+func (f *File) WriteBatch(names []string, values [][]byte, versions []uint64) ([]uint64, error) {
+	if f.mem == nil {
+		return versions, ErrClosed
+	}
+	if len(names) != len(values) {
+		return versions, fmt.Errorf("shm: %d names for %d values", len(names), len(values))
+	}
+	// Find what the batch needs before touching anything: the allocations are
+	// tried on a copy of the free list and the rest must fit past the data end.
+	var bump uint64
+	var sim freeList
+	for i, name := range names {
+		idx, ok := f.index[name]
+		if !ok {
+			return versions, fmt.Errorf("%w: %q", ErrNotFound, name)
+		}
+		for _, prev := range names[:i] {
+			if prev == name {
+				return versions, fmt.Errorf("shm: %q named twice", name)
+			}
+		}
+		if uint64(len(values[i])) > f.max {
+			return versions, fmt.Errorf("shm: %d bytes for %q: %w", len(values[i]), name, ErrTooLarge)
+		}
+		if c, grow := f.slotNeed(idx, uint64(len(values[i]))); grow {
+			if sim.ext == nil {
+				sim.ext = append([]extent{}, f.free.ext...)
+			}
+			if _, ok := sim.take(slotBytes(c)); !ok {
+				bump += slotBytes(c)
+			}
+		}
+	}
+	if bump > 0 {
+		if f.dataEnd+bump > f.max {
+			return versions, fmt.Errorf("shm: %d more bytes would pass the %d-byte maximum: %w", bump, f.max, ErrNoSpace)
+		}
+		if err := f.grow(f.dataEnd + bump); err != nil {
+			return versions, err
+		}
+	}
+	for i, name := range names {
+		v, err := f.write(f.index[name], values[i])
+		if err != nil {
+			return versions, err
+		}
+		versions = append(versions, v)
+	}
+	return versions, nil
+}
+
+// slotNeed says whether the inactive slot of entry idx must be replaced to hold
+// n bytes, and with what capacity.
+func (f *File) slotNeed(idx int, n uint64) (uint64, bool) {
+	e := entryOff(f.dirOff, idx)
+	st := u64(f.mem, e+entState).Load()
+	act := (st & stateActive) >> 1
+	actCap := u64(f.mem, slotOff(e, act)+8).Load()
+	inCap := u64(f.mem, slotOff(e, 1-act)+8).Load()
+	if n <= inCap {
+		return inCap, false
+	}
+	c := alignUp(max(n, actCap))
+	if n > actCap {
+		// Grow geometrically, unless that alone would not fit.
+		if g := alignUp(max(n, 2*actCap)); f.dataEnd+slotBytes(g) <= f.max {
+			c = g
+		}
+	}
+	return c, true
+}
+
+func (f *File) write(idx int, data []byte) (uint64, error) {
+	e := entryOff(f.dirOff, idx)
+	st := u64(f.mem, e+entState).Load()
+	act := (st & stateActive) >> 1
+	in := 1 - act
+	ver := u64(f.mem, u64(f.mem, slotOff(e, act)).Load()+slotVersion).Load() + 1
+	so := slotOff(e, in)
+	if c, grow := f.slotNeed(idx, uint64(len(data))); grow {
+		off, err := f.alloc(slotBytes(c))
+		if err != nil {
+			return 0, err
+		}
+		if old := u64(f.mem, so+8).Load(); old > 0 {
+			f.release(u64(f.mem, so).Load(), slotBytes(old))
+		}
+		// Offset before capacity: a crash between them leaves the new offset
+		// with the old, smaller capacity, which lies inside the new region.
+		u64(f.mem, so).Store(off)
+		u64(f.mem, so+8).Store(c)
+	}
+	off := u64(f.mem, so).Load()
+	// The inactive slot: a reader may still be copying it from before the last
+	// publish, but its second seq load will not match, so it retries.
+	le.PutUint64(f.mem[off+slotSize:], uint64(len(data)))
+	le.PutUint64(f.mem[off+slotVersion:], ver)
+	copy(f.mem[off+SlotHeader:], data)
+	publish(f.mem, e, stateLive|in<<1)
+	return ver, nil
+}
+
+// Changed tells watchers of the file that changes were applied: it bumps the
+// change sequence (the futex word) and the change count.
+func (f *File) Changed() {
+	if f.mem == nil {
+		return
+	}
+	u64(f.mem, offChangeCount).Add(1)
+	u32(f.mem, offChangeSeq).Add(1)
+}
+
+// alloc takes n bytes (a multiple of Align) for a slot, growing the file if
+// needed.
+func (f *File) alloc(n uint64) (uint64, error) {
+	if off, ok := f.free.take(n); ok {
+		return off, nil
+	}
+	off := f.dataEnd
+	end := off + n
+	if end > f.max || end < off {
+		return 0, fmt.Errorf("shm: file would pass its %d-byte maximum: %w", f.max, ErrNoSpace)
+	}
+	if err := f.grow(end); err != nil {
+		return 0, err
+	}
+	f.dataEnd = end
+	u64(f.mem, offDataEnd).Store(end)
+	return off, nil
+}
+
+func (f *File) release(off, n uint64) { f.free.put(off, n) }
+
+// grow makes the file at least end bytes long, doubling to amortise. The file
+// grows before the header says so, so no reader touches a page past the end.
+func (f *File) grow(end uint64) error {
+	if end <= f.size {
+		return nil
+	}
+	ns := alignPage(max(end, min(2*f.size, f.max)))
+	if ns > f.max {
+		ns = f.max
+	}
+	if err := reserve(f.f, f.size, ns-f.size); err != nil {
+		return err
+	}
+	f.size = ns
+	u64(f.mem, offFileSize).Store(ns) // release: readers that see it may use the pages
+	return nil
+}
+
+// Close unmaps and closes the file. It is safe to call more than once.
+func (f *File) Close() error {
+	var errs []error
+	if f.mem != nil {
+		errs = append(errs, unmap(f.mem))
+		f.mem = nil
+	}
+	if f.f != nil {
+		errs = append(errs, f.f.Close())
+		f.f = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Remove closes the file and deletes it from the file system (a memfd just
+// goes away with its last descriptor and mapping). Mappings held by clients
+// stay valid: the file never shrinks.
+func (f *File) Remove() error {
+	err := f.Close()
+	if !f.memfd {
+		if rerr := os.Remove(f.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func headerNames(mem []byte) (string, string) {
+	tl := min(int(le.Uint16(mem[offTenantLen:])), MaxTenantLen)
+	sl := min(int(le.Uint16(mem[offServiceLen:])), MaxNameLen)
+	return string(mem[offTenant : offTenant+tl]), string(mem[offService : offService+sl])
+}

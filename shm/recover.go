@@ -1,0 +1,134 @@
+package shm
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// Open opens an existing service file for the broker and repairs what a crash
+// can leave: an entry whose seqlock is odd (its state word is still either the
+// old or the new value, both complete), a replaced slot whose descriptor was
+// half written, and space the header did not record. Every value that was
+// published, and so every write the broker acknowledged, is kept.
+func Open(path string) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("shm: open %s: %w", path, err)
+	}
+	sf, err := open(f, path)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shm: open %s: %w", path, err)
+	}
+	return sf, nil
+}
+
+func open(f *os.File, path string) (*File, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	page := make([]byte, HeaderSize)
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, HeaderSize), page); err != nil {
+		return nil, fmt.Errorf("%w: short header: %w", ErrCorrupt, err)
+	}
+	size := uint64(fi.Size())
+	h, err := parseHeader(page, size)
+	if err != nil {
+		return nil, err
+	}
+	// The file may have grown before a crash kept the header from saying so.
+	size = min(size, h.maxSize) &^ 4095
+	mem, err := mapShared(f, int(h.maxSize), true)
+	if err != nil {
+		return nil, err
+	}
+	sf := &File{
+		f: f, path: path, mem: mem, size: size, max: h.maxSize,
+		dirOff: h.dirOff, dirCap: h.dirCap, dataOff: h.dataOff,
+		index: make(map[string]int),
+	}
+	if err := sf.repair(h); err != nil {
+		unmap(mem)
+		return nil, err
+	}
+	return sf, nil
+}
+
+func (f *File) repair(h header) error {
+	type used struct {
+		extent
+		idx, slot int
+	}
+	var ext []used
+	count := h.entryCount
+	for i := 0; i < f.dirCap; i++ {
+		e := entryOff(f.dirOff, i)
+		seq := u64(f.mem, e+entSeq)
+		if s := seq.Load(); s&1 != 0 {
+			seq.Add(1)
+		}
+		st := u64(f.mem, e+entState).Load()
+		if st&stateLive == 0 {
+			continue
+		}
+		count = max(count, i+1)
+		nl := uint64(le.Uint16(f.mem[e+entNameLen:]))
+		if nl == 0 || nl > MaxNameLen {
+			return fmt.Errorf("%w: entry %d: name length %d", ErrCorrupt, i, nl)
+		}
+		name := string(f.mem[e+entName : e+entName+nl])
+		if _, dup := f.index[name]; dup {
+			return fmt.Errorf("%w: variable %q twice", ErrCorrupt, name)
+		}
+		f.index[name] = i
+		act := int((st & stateActive) >> 1)
+		for s := 0; s < 2; s++ {
+			so := slotOff(e, uint64(s))
+			off, c := u64(f.mem, so).Load(), u64(f.mem, so+8).Load()
+			ok := c > 0 && off >= f.dataOff && off%Align == 0 && c%Align == 0 &&
+				off+slotBytes(c) <= f.size && off+slotBytes(c) > off
+			if ok && s == act && u64(f.mem, off+slotSize).Load() > c {
+				ok = false
+			}
+			switch {
+			case ok:
+				ext = append(ext, used{extent{off, slotBytes(c)}, i, s})
+			case s == act:
+				return fmt.Errorf("%w: variable %q: active slot [%d, +%d)", ErrCorrupt, name, off, c)
+			default:
+				// A slot readers do not use, caught half replaced: forget it.
+				u64(f.mem, so).Store(0)
+				u64(f.mem, so+8).Store(0)
+			}
+		}
+	}
+	sort.Slice(ext, func(i, j int) bool { return ext[i].off < ext[j].off })
+	end := f.dataOff
+	for i := range ext {
+		u := ext[i]
+		if u.off < end {
+			if u.slot == int((u64(f.mem, entryOff(f.dirOff, u.idx)+entState).Load()&stateActive)>>1) {
+				return fmt.Errorf("%w: slots overlap at %d", ErrCorrupt, u.off)
+			}
+			so := slotOff(entryOff(f.dirOff, u.idx), uint64(u.slot))
+			u64(f.mem, so).Store(0)
+			u64(f.mem, so+8).Store(0)
+			continue
+		}
+		if u.off > end {
+			f.free.put(end, u.off-end)
+		}
+		end = u.off + u.n
+	}
+	f.dataEnd = end
+	f.count = count
+	u64(f.mem, offDataEnd).Store(end)
+	u32(f.mem, offEntryCount).Store(uint32(count))
+	if u64(f.mem, offFileSize).Load() < f.size {
+		u64(f.mem, offFileSize).Store(f.size)
+	}
+	return nil
+}
