@@ -1,0 +1,116 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// Decoder limits. A frame is one message, so a well-formed one nests at most
+// four deep (map, array, pair, bytes).
+const (
+	MaxNesting  = 8
+	MaxArray    = 65536
+	MaxMapPairs = 1024
+)
+
+var (
+	encMode cbor.UserBufferEncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.EncOptions{NilContainers: cbor.NilContainerAsEmpty}.UserBufferEncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		MaxNestedLevels:  MaxNesting,
+		MaxArrayElements: MaxArray,
+		MaxMapPairs:      MaxMapPairs,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Decode parses the body of a frame into a message of the type it names. A
+// body that is not one well-formed CBOR map within the limits, or whose fields
+// have the wrong types, gives an error matching ErrInvalidRequest; a type
+// nobody knows gives ErrUnknownMessage. The header is returned whenever it
+// could be read, so the reply can carry the request's id.
+func Decode(body []byte) (Message, Header, error) {
+	var h Header
+	if err := decMode.Unmarshal(body, &h); err != nil {
+		return nil, h, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if h.Type == "" {
+		return nil, h, fmt.Errorf("%w: no type", ErrInvalidRequest)
+	}
+	mk, ok := kinds[h.Type]
+	if !ok {
+		return nil, h, fmt.Errorf("%w: %q", ErrUnknownMessage, h.Type)
+	}
+	m := mk()
+	if err := decMode.Unmarshal(body, m); err != nil {
+		return nil, h, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, h.Type, err)
+	}
+	return m, h, nil
+}
+
+// Encoder builds frames in a buffer it reuses. It is not safe for concurrent
+// use.
+type Encoder struct{ buf bytes.Buffer }
+
+// Frame encodes m as a complete frame, first setting m's Type from its Kind.
+// The result is valid until the next call.
+func (e *Encoder) Frame(m Message) ([]byte, error) {
+	e.buf.Reset()
+	return appendFrame(&e.buf, m)
+}
+
+// EncodeFrame encodes m as a complete frame in new memory, for a frame that is
+// shared (a notice written to many subscribers).
+func EncodeFrame(m Message) ([]byte, error) {
+	var b bytes.Buffer
+	return appendFrame(&b, m)
+}
+
+func appendFrame(b *bytes.Buffer, m Message) ([]byte, error) {
+	m.Hdr().Type = m.Kind()
+	b.Write([]byte{0, 0, 0, 0})
+	if err := encMode.MarshalToBuffer(m, b); err != nil {
+		return nil, fmt.Errorf("ipc: encode %s: %w", m.Kind(), err)
+	}
+	out := b.Bytes()
+	n := len(out) - HeaderLen
+	if uint64(n) > 0xFFFFFFFF {
+		return nil, fmt.Errorf("ipc: encode %s: %w", m.Kind(), ErrFrameTooLarge)
+	}
+	binary.BigEndian.PutUint32(out, uint32(n))
+	return out, nil
+}
+
+// errWrongReply: a reply of another type than the request expects.
+var errWrongReply = errors.New("ipc: unexpected reply type")
+
+// As decodes a reply into the wanted type, turning an Error reply into the
+// matching Go error.
+func As[T Message](m Message) (T, error) {
+	var zero T
+	if e, ok := m.(*Error); ok {
+		return zero, &RemoteError{Code: e.ErrorCode, Message: e.Message}
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("%w: %s", errWrongReply, m.Kind())
+	}
+	return t, nil
+}

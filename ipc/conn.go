@@ -1,0 +1,349 @@
+package ipc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// HeaderLen is the size of a frame's length prefix.
+const HeaderLen = 4
+
+// DefaultMaxFrame is the largest frame body accepted unless configured.
+const DefaultMaxFrame = 16 << 20
+
+// Descriptor limits: how many may arrive with one recvmsg, and how many may
+// wait unclaimed on a connection.
+const (
+	maxFDsPerRead = 4
+	maxQueuedFDs  = 16
+)
+
+var (
+	// ErrEmptyFrame: a length prefix of zero.
+	ErrEmptyFrame = fmt.Errorf("%w: empty frame", ErrProtocol)
+	// ErrUnexpectedFD: a descriptor arrived where none may.
+	ErrUnexpectedFD = fmt.Errorf("%w: unexpected file descriptor", ErrProtocol)
+	// ErrTooManyFDs: more descriptors arrived than the connection holds.
+	ErrTooManyFDs = fmt.Errorf("%w: too many file descriptors", ErrProtocol)
+	// ErrTruncatedFDs: the kernel truncated the descriptors (MSG_CTRUNC).
+	ErrTruncatedFDs = fmt.Errorf("%w: descriptors truncated", ErrProtocol)
+	// ErrClosed: the connection was closed locally.
+	ErrClosed = errors.New("ipc: connection closed")
+)
+
+// Conn reads and writes frames on a Unix stream socket. One goroutine may read
+// at a time; writes are serialised internally and may come from any goroutine.
+type Conn struct {
+	uc       *net.UnixConn
+	rc       syscall.RawConn
+	maxFrame int
+	allowFDs bool
+
+	// read side
+	rbuf       []byte
+	rbufTarget []byte
+	msg        unix.Msghdr
+	iov        unix.Iovec
+	r, w       int
+	oob        []byte
+	fds        []int
+	readFn     func(uintptr) bool
+	rn         int
+	rflags     int
+	roobn      int
+	rerr       error
+
+	// write side
+	wmu sync.Mutex
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+const minReadBuf = 4096
+
+// NewConn wraps uc. maxFrame bounds the body of a frame read (0 means
+// DefaultMaxFrame). Descriptors received are kept for TakeFD when allowFDs is
+// set, else they are closed and the read fails with ErrUnexpectedFD.
+func NewConn(uc *net.UnixConn, maxFrame int, allowFDs bool) (*Conn, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("ipc: %w", err)
+	}
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	c := &Conn{
+		uc: uc, rc: rc, maxFrame: maxFrame, allowFDs: allowFDs,
+		rbuf: make([]byte, minReadBuf),
+		oob:  make([]byte, unix.CmsgSpace(maxFDsPerRead*4)),
+	}
+	c.readFn = c.recvmsg
+	return c, nil
+}
+
+// Dial connects to the socket at path.
+func Dial(path string, maxFrame int) (*Conn, error) {
+	uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	c, err := NewConn(uc, maxFrame, true)
+	if err != nil {
+		uc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// UnixConn is the underlying socket.
+func (c *Conn) UnixConn() *net.UnixConn { return c.uc }
+
+// MaxFrame is the largest body ReadFrame accepts.
+func (c *Conn) MaxFrame() int { return c.maxFrame }
+
+// SetMaxFrame changes the largest body ReadFrame accepts.
+func (c *Conn) SetMaxFrame(n int) {
+	if n > 0 {
+		c.maxFrame = n
+	}
+}
+
+// ReadFrame returns the body of the next frame. It is valid until the next
+// ReadFrame. A length over the maximum fails with ErrFrameTooLarge before any
+// of the body is read or memory is allocated for it.
+func (c *Conn) ReadFrame() ([]byte, error) {
+	if err := c.fill(HeaderLen); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(c.rbuf[c.r:])
+	if n == 0 {
+		return nil, ErrEmptyFrame
+	}
+	if uint64(n) > uint64(c.maxFrame) {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.maxFrame)
+	}
+	if err := c.fill(HeaderLen + int(n)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	body := c.rbuf[c.r+HeaderLen : c.r+HeaderLen+int(n)]
+	c.r += HeaderLen + int(n)
+	return body, nil
+}
+
+// Buffered reports whether a whole frame is already buffered, so a reply can
+// wait to be flushed with the next one.
+func (c *Conn) Buffered() bool {
+	if c.w-c.r < HeaderLen {
+		return false
+	}
+	n := binary.BigEndian.Uint32(c.rbuf[c.r:])
+	return c.w-c.r >= HeaderLen+int(n)
+}
+
+// fill makes at least n unread bytes available in rbuf.
+func (c *Conn) fill(n int) error {
+	if c.w-c.r >= n {
+		return nil
+	}
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+		if len(c.rbuf) > 64<<10 {
+			c.rbuf = make([]byte, minReadBuf) // give back a large frame's memory
+		}
+	}
+	if len(c.rbuf)-c.r < n {
+		if n > len(c.rbuf) {
+			nb := make([]byte, max(n, min(2*len(c.rbuf), c.maxFrame+HeaderLen)))
+			c.w = copy(nb, c.rbuf[c.r:c.w])
+			c.rbuf = nb
+		} else {
+			c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
+		}
+		c.r = 0
+	}
+	for c.w-c.r < n {
+		m, err := c.read(c.rbuf[c.w:])
+		c.w += m
+		if err != nil {
+			if m > 0 && c.w-c.r >= n {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// read wraps recvmsg(2) with MSG_CMSG_CLOEXEC, through the runtime poller.
+func (c *Conn) read(p []byte) (int, error) {
+	c.rbufTarget = p
+	err := c.rc.Read(c.readFn)
+	if err == nil {
+		err = c.rerr
+	}
+	if err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			err = ErrClosed
+		}
+		return 0, err
+	}
+	if c.roobn > 0 {
+		if err := c.takeRights(c.oob[:c.roobn], c.rflags); err != nil {
+			return 0, err
+		}
+	} else if c.rflags&unix.MSG_CTRUNC != 0 {
+		return 0, ErrTruncatedFDs
+	}
+	if c.rn == 0 {
+		return 0, io.EOF
+	}
+	return c.rn, nil
+}
+
+// recvmsg is the poller callback for read: one recvmsg(2) into rbufTarget
+// and oob. The msghdr and iovec live in the Conn, so a read allocates nothing.
+func (c *Conn) recvmsg(fd uintptr) bool {
+	p := c.rbufTarget
+	c.iov.Base = &p[0]
+	c.iov.SetLen(len(p))
+	c.msg = unix.Msghdr{Iov: &c.iov, Control: &c.oob[0]}
+	c.msg.SetIovlen(1)
+	c.msg.SetControllen(len(c.oob))
+	n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_CMSG_CLOEXEC)
+	if errno == unix.EAGAIN || errno == unix.EINTR {
+		return false
+	}
+	c.rn, c.roobn, c.rflags, c.rerr = int(n), int(c.msg.Controllen), int(c.msg.Flags), nil
+	if errno != 0 {
+		c.rn, c.roobn, c.rerr = 0, 0, os.NewSyscallError("recvmsg", errno)
+	}
+	return true
+}
+
+// takeRights queues the descriptors of a control message, closing every one
+// of them on any error.
+func (c *Conn) takeRights(oob []byte, flags int) error {
+	var got []int
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
+				continue
+			}
+			fds, perr := unix.ParseUnixRights(&m)
+			if perr != nil {
+				err = perr
+			}
+			got = append(got, fds...)
+		}
+	}
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w: control message: %w", ErrProtocol, err)
+	case flags&unix.MSG_CTRUNC != 0:
+		err = ErrTruncatedFDs
+	case len(got) > 0 && !c.allowFDs:
+		err = ErrUnexpectedFD
+	case len(c.fds)+len(got) > maxQueuedFDs:
+		err = ErrTooManyFDs
+	}
+	if err != nil {
+		for _, fd := range got {
+			unix.Close(fd)
+		}
+		return err
+	}
+	c.fds = append(c.fds, got...)
+	return nil
+}
+
+// TakeFD returns the oldest received descriptor not yet taken. Descriptors
+// arrive no later than the bytes of the frame they travel with, so a reader
+// that takes one for each frame that carries one gets them in order.
+func (c *Conn) TakeFD() (*os.File, bool) {
+	if len(c.fds) == 0 {
+		return nil, false
+	}
+	fd := c.fds[0]
+	c.fds = c.fds[1:]
+	return os.NewFile(uintptr(fd), "commy-received"), true
+}
+
+// WriteFrame writes one complete frame (length prefix included), with file
+// attached as SCM_RIGHTS to its first byte when it is not nil.
+func (c *Conn) WriteFrame(frame []byte, file *os.File) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(frame, file)
+}
+
+func (c *Conn) writeLocked(frame []byte, file *os.File) error {
+	if file != nil {
+		n, _, err := c.uc.WriteMsgUnix(frame, unix.UnixRights(int(file.Fd())), nil)
+		if err != nil {
+			return c.wrapWriteErr(err)
+		}
+		frame = frame[n:]
+	}
+	if len(frame) == 0 {
+		return nil
+	}
+	_, err := c.uc.Write(frame)
+	return c.wrapWriteErr(err)
+}
+
+// WriteFrames writes several frames with one system call where it can.
+func (c *Conn) WriteFrames(frames net.Buffers) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := frames.WriteTo(c.uc)
+	return c.wrapWriteErr(err)
+}
+
+func (c *Conn) wrapWriteErr(err error) error {
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// SetWriteDeadline bounds how long a write may block.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+
+// SetReadDeadline bounds how long a read may block.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+
+// CloseRead shuts down the reading side, waking a blocked ReadFrame.
+func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
+
+// Close closes the socket and any received descriptor not taken. It is safe
+// to call more than once and concurrently with reads and writes.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.uc.Close()
+	})
+	return c.closeErr
+}
+
+// ReleaseFDs closes received descriptors nobody took. Call it from the
+// reading goroutine after the last read.
+func (c *Conn) ReleaseFDs() {
+	for _, fd := range c.fds {
+		unix.Close(fd)
+	}
+	c.fds = nil
+}

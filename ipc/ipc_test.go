@@ -1,0 +1,254 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/commy/commy/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m, nil) }
+
+// pair returns two connected Conns over a real socketpair.
+func pair(t testing.TB, maxFrame int, allowFDs bool) (*Conn, *Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(fd int) *Conn {
+		f := os.NewFile(uintptr(fd), "sock")
+		nc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewConn(nc.(*net.UnixConn), maxFrame, allowFDs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); c.ReleaseFDs() })
+		return c
+	}
+	return mk(fds[0]), mk(fds[1])
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	a, b := pair(t, 1<<20, true)
+	var enc Encoder
+	msgs := []Message{
+		&Hello{Header: Header{ID: 1}, Protocol: 1, ClientName: "x"},
+		&WriteVariable{Header: Header{ID: 2}, ServiceID: "a_b", VariableName: "v", Data: bytes.Repeat([]byte{7}, 100000)},
+		&ReportVariableChanges{Header: Header{ID: 3}, ServiceID: "a_b", ChangedVariables: []string{"v"}, NewValues: []NamedValue{{Name: "v", Value: []byte{}}}},
+		&VariablesUpdated{ServiceID: "a_b", Variables: []string{"v", "w"}, Versions: []uint64{3, 0}},
+	}
+	var frames [][]byte
+	for _, m := range msgs {
+		f, err := enc.Frame(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, append([]byte(nil), f...))
+	}
+	go func() {
+		for _, f := range frames {
+			if err := a.WriteFrame(f, nil); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for _, want := range msgs {
+		body, err := b.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, h, err := Decode(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Type != want.Kind() || h.ID != want.Hdr().ID {
+			t.Fatalf("header %+v for %s", h, want.Kind())
+		}
+		wf, _ := EncodeFrame(want)
+		gf, _ := EncodeFrame(got)
+		if !bytes.Equal(wf, gf) {
+			t.Fatalf("%s: round trip changed the message", want.Kind())
+		}
+	}
+}
+
+// TestWireExample pins the exact bytes of the frame shown in docs/protocol.md.
+func TestWireExample(t *testing.T) {
+	f, err := EncodeFrame(&Hello{Header: Header{ID: 1}, Protocol: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{
+		0x00, 0x00, 0x00, 0x1a, // length 26
+		0xa3,                                                    // map(3)
+		0x64, 't', 'y', 'p', 'e', 0x65, 'H', 'e', 'l', 'l', 'o', // "type": "Hello"
+		0x62, 'i', 'd', 0x01, // "id": 1
+		0x68, 'p', 'r', 'o', 't', 'o', 'c', 'o', 'l', 0x01, // "protocol": 1
+	}
+	if !bytes.Equal(f, want) {
+		t.Fatalf("frame\n% x\nwant\n% x", f, want)
+	}
+}
+
+func TestFrameLimits(t *testing.T) {
+	a, b := pair(t, 64, true)
+	hdr := binary.BigEndian.AppendUint32(nil, 65)
+	a.WriteFrame(hdr, nil)
+	if _, err := b.ReadFrame(); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+	a2, b2 := pair(t, 64, true)
+	a2.WriteFrame([]byte{0, 0, 0, 0}, nil)
+	if _, err := b2.ReadFrame(); !errors.Is(err, ErrEmptyFrame) || !errors.Is(err, ErrProtocol) {
+		t.Fatalf("empty: %v", err)
+	}
+	a3, b3 := pair(t, 64, true)
+	a3.WriteFrame([]byte{0, 0, 0, 10, 1, 2}, nil)
+	a3.Close()
+	if _, err := b3.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated: %v", err)
+	}
+}
+
+func TestFDPassing(t *testing.T) {
+	a, b := pair(t, 0, true)
+	var files []*os.File
+	for i := 0; i < 3; i++ {
+		f, err := os.CreateTemp(t.TempDir(), "fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(string(rune('a' + i)))
+		files = append(files, f)
+		defer f.Close()
+	}
+	for i, f := range files {
+		frame, _ := EncodeFrame(&Heartbeat{Header: Header{ID: uint64(i + 1)}})
+		if err := a.WriteFrame(frame, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range files {
+		if _, err := b.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := b.TakeFD()
+		if !ok {
+			t.Fatalf("frame %d: no descriptor", i)
+		}
+		buf := make([]byte, 1)
+		got.ReadAt(buf, 0)
+		got.Close()
+		if buf[0] != byte('a'+i) {
+			t.Fatalf("descriptor %d is file %q", i, buf)
+		}
+	}
+}
+
+func TestUnexpectedFD(t *testing.T) {
+	a, b := pair(t, 0, false)
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	frame, _ := EncodeFrame(&Heartbeat{Header: Header{ID: 1}})
+	a.WriteFrame(frame, r)
+	if _, err := b.ReadFrame(); !errors.Is(err, ErrUnexpectedFD) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestTooManyFDs(t *testing.T) {
+	a, b := pair(t, 0, true)
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	frame, _ := EncodeFrame(&Heartbeat{Header: Header{ID: 1}})
+	var err error
+	for i := 0; i <= maxQueuedFDs && err == nil; i++ {
+		a.WriteFrame(frame, r)
+		_, err = b.ReadFrame()
+	}
+	if !errors.Is(err, ErrTooManyFDs) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	for _, c := range Codes() {
+		if CodeOf(ErrorOf(c)) != c {
+			t.Errorf("%s does not round-trip", c)
+		}
+		re := &RemoteError{Code: c, Message: "m"}
+		if !errors.Is(re, ErrorOf(c)) {
+			t.Errorf("RemoteError %s does not match its sentinel", c)
+		}
+	}
+	if CodeOf(syscall.EIO) != "INTERNAL_ERROR" || ErrorOf("NOPE") != nil {
+		t.Error("unknown errors")
+	}
+	if len(Codes()) != 16 {
+		t.Errorf("%d codes", len(Codes()))
+	}
+}
+
+func TestPeerCred(t *testing.T) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: t.TempDir() + "/s", Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cr, err := PeerCred(s)
+	if err != nil || int(cr.PID) != os.Getpid() || int(cr.UID) != os.Getuid() || int(cr.GID) != os.Getgid() {
+		t.Fatalf("%+v %v", cr, err)
+	}
+}
+
+// TestFramingAllocs: reading and writing frames allocates nothing once the
+// buffers are warm.
+func TestFramingAllocs(t *testing.T) {
+	a, b := pair(t, 0, true)
+	frame, _ := EncodeFrame(&Heartbeat{Header: Header{ID: 1}})
+	const n = 500
+	// One write: every small write costs the socket buffer far more than its
+	// bytes, and the reader does not run until AllocsPerRun.
+	if err := a.WriteFrame(bytes.Repeat(frame, n+10), nil); err != nil {
+		t.Fatal(err)
+	}
+	b.ReadFrame()
+	if got := testing.AllocsPerRun(n, func() {
+		if _, err := b.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}); got != 0 {
+		t.Errorf("ReadFrame: %v allocations", got)
+	}
+	var enc Encoder
+	m := &Heartbeat{Header: Header{ID: 1}}
+	enc.Frame(m)
+	if got := testing.AllocsPerRun(100, func() { enc.Frame(m) }); got != 0 {
+		t.Errorf("Encoder.Frame: %v allocations", got)
+	}
+}
