@@ -1,0 +1,331 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/shm"
+)
+
+// Backends for service files.
+const (
+	BackendFile  = "file"  // files under the data directory, recovered on start
+	BackendMemfd = "memfd" // sealed memfds, gone when the broker exits
+)
+
+// Version is the broker's version, reported in Welcome and Stats.
+var Version = "0.1.0"
+
+// Defaults.
+const (
+	DefaultMaxConnections   = 4096
+	DefaultMaxSubscriptions = 1024
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMetricsTenants   = 64
+)
+
+var (
+	// ErrClosed is returned by Serve after Shutdown or Close.
+	ErrClosed = errors.New("broker: closed")
+	// ErrConfig: the configuration cannot be used.
+	ErrConfig = errors.New("broker: bad configuration")
+)
+
+// Config configures a Broker. Zero values get the defaults.
+type Config struct {
+	DataDir          string  // required: service files (file backend) and the default audit log
+	Backend          string  // BackendFile (default) or BackendMemfd
+	Policy           *Policy // nil: DefaultPolicy
+	AuditLog         string  // default <DataDir>/audit.log
+	MaxFrame         int     // default ipc.DefaultMaxFrame
+	MaxConnections   int     // default DefaultMaxConnections
+	MaxSubscriptions int     // per connection, default DefaultMaxSubscriptions
+	HandshakeTimeout time.Duration
+	Service          shm.Options // sizes of new service files
+	Logger           *slog.Logger
+	Probe            Probe // optional eBPF audit probe
+
+	// Metrics makes the broker time every request for the latency
+	// histograms of Collector. Off, the request path reads no clock.
+	Metrics bool
+	// MetricsTenants is how many tenants, the first by id, Collector labels
+	// by name; the others are summed under tenant="_other". Default
+	// DefaultMetricsTenants; negative labels none.
+	MetricsTenants int
+}
+
+// Broker serves the commy protocol. It is safe for concurrent use.
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	audit  *Audit
+	policy atomic.Pointer[Policy]
+	start  time.Time
+
+	mu       sync.RWMutex
+	tenants  map[string]*tenant
+	services map[string]*service // by service id
+
+	smu       sync.Mutex
+	sessions  map[*session]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool
+	nextID    atomic.Uint64
+	sessWG    sync.WaitGroup // sessions and their goroutines
+	wg        sync.WaitGroup // the probe reader
+	closeOnce sync.Once
+
+	stats   counters
+	latency *latency // nil unless Config.Metrics
+
+	probeMu    sync.Mutex
+	probeFiles map[fileKey]string // service id by file, for probe events
+}
+
+// New opens the data directory, recovers the services it holds (file
+// backend) and opens the audit log.
+func New(cfg Config) (*Broker, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: no data directory", ErrConfig)
+	}
+	switch cfg.Backend {
+	case "":
+		cfg.Backend = BackendFile
+	case BackendFile, BackendMemfd:
+	default:
+		return nil, fmt.Errorf("%w: backend %q (want %s or %s)", ErrConfig, cfg.Backend, BackendFile, BackendMemfd)
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = ipc.DefaultMaxFrame
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxSubscriptions <= 0 {
+		cfg.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = DefaultPolicy()
+	}
+	if cfg.MetricsTenants == 0 {
+		cfg.MetricsTenants = DefaultMetricsTenants
+	}
+	if cfg.AuditLog == "" {
+		cfg.AuditLog = filepath.Join(cfg.DataDir, "audit.log")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("broker: data directory: %w", err)
+	}
+	b := &Broker{
+		cfg: cfg, log: cfg.Logger, start: time.Now(),
+		tenants: map[string]*tenant{}, services: map[string]*service{},
+		sessions: map[*session]struct{}{}, listeners: map[net.Listener]struct{}{},
+		probeFiles: map[fileKey]string{},
+	}
+	b.stats.init()
+	if cfg.Metrics {
+		b.latency = newLatency()
+	}
+	b.policy.Store(cfg.Policy)
+	var err error
+	if b.audit, err = OpenAudit(cfg.AuditLog, b.log); err != nil {
+		return nil, err
+	}
+	if err := b.recover(); err != nil {
+		b.audit.Close()
+		b.closeFiles()
+		return nil, err
+	}
+	if cfg.Probe != nil {
+		b.wg.Add(1)
+		go b.readProbe()
+	}
+	return b, nil
+}
+
+// SetPolicy replaces the policy for every request from now on. It counts as
+// a successful policy reload.
+func (b *Broker) SetPolicy(p *Policy) {
+	b.policy.Store(p)
+	b.stats.reloads.Add(1)
+	b.stats.reloadFailing.Store(false)
+	b.logAudit(Record{Event: EventAdmin, Request: "policy_reload"})
+}
+
+// ReloadPolicy reads the policy file again (see LoadPolicy) and puts it in
+// place. A file that cannot be used leaves the current policy in place; the
+// error says why and is counted in the metrics and Stats. It is safe for
+// concurrent use.
+func (b *Broker) ReloadPolicy(file string) error {
+	p, err := LoadPolicy(file)
+	if err != nil {
+		b.stats.reloadErrors.Add(1)
+		b.stats.reloadFailing.Store(true)
+		return err
+	}
+	b.SetPolicy(p)
+	return nil
+}
+
+// Serve accepts connections on l until Shutdown or Close, serving each on its
+// own goroutine. It returns ErrClosed after those, or the accept error.
+func (b *Broker) Serve(l net.Listener) error {
+	b.smu.Lock()
+	if b.closing {
+		b.smu.Unlock()
+		return ErrClosed
+	}
+	b.listeners[l] = struct{}{}
+	b.smu.Unlock()
+	defer func() {
+		b.smu.Lock()
+		delete(b.listeners, l)
+		b.smu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if b.isClosing() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) || errors.Is(err, syscallENFILE) {
+				// Out of descriptors, or a transient failure: back off, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				b.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("broker: accept: %w", err)
+		}
+		delay = 0
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		b.accept(uc)
+	}
+}
+
+func (b *Broker) isClosing() bool {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	return b.closing
+}
+
+// accept starts a session for uc, or refuses it when the broker is full.
+func (b *Broker) accept(uc *net.UnixConn) {
+	b.smu.Lock()
+	if b.closing || len(b.sessions) >= b.cfg.MaxConnections {
+		full := !b.closing
+		b.smu.Unlock()
+		if full {
+			b.stats.rejected.Add(1)
+			b.log.Warn("connection refused: too many connections", "limit", b.cfg.MaxConnections)
+		}
+		uc.Close()
+		return
+	}
+	s := newSession(b, uc)
+	b.sessions[s] = struct{}{}
+	b.sessWG.Add(1)
+	b.smu.Unlock()
+	go func() {
+		defer b.sessWG.Done()
+		s.serve()
+	}()
+}
+
+func (b *Broker) dropSession(s *session) {
+	b.smu.Lock()
+	delete(b.sessions, s)
+	b.smu.Unlock()
+}
+
+// Shutdown stops accepting, lets every session finish the request it is
+// handling, then closes the sessions, flushes the audit log and closes the
+// service files. If ctx ends first, the rest is closed at once and ctx's
+// error is returned.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.smu.Lock()
+	b.closing = true
+	for l := range b.listeners {
+		l.Close()
+	}
+	for s := range b.sessions {
+		s.stopReading()
+	}
+	b.smu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		b.sessWG.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		b.smu.Lock()
+		for s := range b.sessions {
+			s.close()
+		}
+		b.smu.Unlock()
+		<-done
+	}
+	return errors.Join(err, b.Close())
+}
+
+// Close closes every listener and connection at once, then the probe, the
+// audit log and the service files. It is safe to call more than once.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		b.smu.Lock()
+		b.closing = true
+		for l := range b.listeners {
+			l.Close()
+		}
+		for s := range b.sessions {
+			s.close()
+		}
+		b.smu.Unlock()
+		b.sessWG.Wait()
+		if b.cfg.Probe != nil {
+			err = b.cfg.Probe.Close()
+		}
+		b.wg.Wait()
+		err = errors.Join(err, b.audit.Close(), b.closeFiles())
+	})
+	return err
+}
+
+func (b *Broker) closeFiles() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for _, s := range b.services {
+		s.mu.Lock()
+		errs = append(errs, s.file.Close())
+		s.deleted = true
+		s.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,564 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/commy/commy/ipc"
+)
+
+// handle serves one request and returns its reply, with a descriptor to pass
+// for GetServiceFilePath.
+func (s *session) handle(m ipc.Message) (ipc.Message, *os.File, error) {
+	switch m := m.(type) {
+	case *ipc.Hello:
+		return nil, nil, fmt.Errorf("%w: Hello after the handshake", ipc.ErrProtocol)
+	case *ipc.Heartbeat:
+		return &ipc.Heartbeat{Timestamp: time.Now().Format(time.RFC3339Nano)}, nil, nil
+	case *ipc.Stats:
+		if !s.b.policy.Load().GlobalAdmin(s.caller) {
+			return nil, nil, s.denied("Stats", RightAdmin, "*", "")
+		}
+		return s.b.Stats(), nil, nil
+	case *ipc.CreateTenant:
+		return s.createTenant(m)
+	case *ipc.DeleteTenant:
+		return s.deleteTenant(m)
+	case *ipc.ListTenants:
+		return s.listTenants()
+	case *ipc.CreateService:
+		return s.createService(m)
+	case *ipc.GetService:
+		return s.getService(m)
+	case *ipc.DeleteService:
+		return s.deleteService(m)
+	case *ipc.ListServices:
+		return s.listServices(m)
+	case *ipc.AllocateVariable:
+		return s.allocate(m)
+	case *ipc.ReadVariable:
+		return s.read(m)
+	case *ipc.WriteVariable:
+		return s.write(m)
+	case *ipc.DeallocateVariable:
+		return s.deallocate(m)
+	case *ipc.ListVariables:
+		return s.listVariables(m)
+	case *ipc.GetServiceFilePath:
+		return s.filePath(m)
+	case *ipc.ReportVariableChanges:
+		return s.report(m)
+	case *ipc.Subscribe:
+		return s.subscribe(m)
+	case *ipc.Unsubscribe:
+		return s.unsubscribe(m)
+	}
+	return nil, nil, fmt.Errorf("%w: %s is not a request", ipc.ErrUnknownMessage, m.Kind())
+}
+
+// need checks that the caller holds every right in want on a service (or on
+// the tenant, for an empty service), auditing a denial.
+func (s *session) need(req string, want Right, tenant, service string) error {
+	have := s.b.policy.Load().Rights(s.caller, tenant, service)
+	if have&want == want {
+		return nil
+	}
+	return s.denied(req, want, tenant, service)
+}
+
+func (s *session) denied(req string, want Right, tenant, service string) error {
+	have := s.b.policy.Load().Rights(s.caller, tenant, service)
+	err := ipc.ErrPermissionDenied
+	if want&RightMap != 0 && have&RightRead != 0 && have&RightMap == 0 {
+		err = ipc.ErrHybridAccessDenied
+	}
+	code := ipc.CodeOf(err)
+	s.b.log.Info("request denied", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
+		"request", req, "right", want.String(), "tenant", tenant, "service", service)
+	s.auditf(Record{Event: EventDenied, Request: req, Right: want.String(), Tenant: tenant, Service: service, Code: code})
+	where := tenant
+	if service != "" {
+		where += "/" + service
+	}
+	return fmt.Errorf("%w: %s needs %s on %s for uid %d", err, req, want, where, s.caller.UID)
+}
+
+func (s *session) createTenant(m *ipc.CreateTenant) (ipc.Message, *os.File, error) {
+	if err := validTenant(m.TenantID); err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("CreateTenant", RightAdmin, m.TenantID, ""); err != nil {
+		return nil, nil, err
+	}
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tenants[m.TenantID] != nil {
+		return nil, nil, fmt.Errorf("%w: tenant %s", ipc.ErrAlreadyExists, m.TenantID)
+	}
+	if b.cfg.Backend == BackendFile {
+		if err := os.Mkdir(filepath.Join(b.cfg.DataDir, m.TenantID), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
+		}
+	}
+	b.tenants[m.TenantID] = &tenant{id: m.TenantID, services: map[string]*service{}}
+	s.auditf(Record{Event: EventAdmin, Request: "CreateTenant", Tenant: m.TenantID})
+	return &ipc.Tenant{TenantID: m.TenantID}, nil, nil
+}
+
+func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, error) {
+	if err := validTenant(m.TenantID); err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("DeleteTenant", RightAdmin, m.TenantID, ""); err != nil {
+		return nil, nil, err
+	}
+	b := s.b
+	b.mu.Lock()
+	t := b.tenants[m.TenantID]
+	if t == nil {
+		b.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+	}
+	delete(b.tenants, m.TenantID)
+	for _, svc := range t.services {
+		delete(b.services, svc.id)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, svc := range t.services {
+		errs = append(errs, b.dropService(svc))
+	}
+	if b.cfg.Backend == BackendFile {
+		errs = append(errs, os.RemoveAll(filepath.Join(b.cfg.DataDir, m.TenantID)))
+	}
+	s.auditf(Record{Event: EventAdmin, Request: "DeleteTenant", Tenant: m.TenantID})
+	if err := errors.Join(errs...); err != nil {
+		b.log.Error("delete tenant: files left behind", "tenant", m.TenantID, "err", err)
+	}
+	return &ipc.Deleted{TenantID: m.TenantID}, nil, nil
+}
+
+func (s *session) listTenants() (ipc.Message, *os.File, error) {
+	p := s.b.policy.Load()
+	s.b.mu.RLock()
+	ids := sortedKeys(s.b.tenants)
+	s.b.mu.RUnlock()
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if p.Any(s.caller, id) {
+			out = append(out, id)
+		}
+	}
+	return &ipc.Tenants{Tenants: out}, nil, nil
+}
+
+func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, error) {
+	if err := validTenant(m.TenantID); err != nil {
+		return nil, nil, err
+	}
+	if err := validName("service", m.ServiceName); err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("CreateService", RightCreate, m.TenantID, m.ServiceName); err != nil {
+		return nil, nil, err
+	}
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.tenants[m.TenantID]
+	if t == nil {
+		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+	}
+	if t.services[m.ServiceName] != nil {
+		return nil, nil, fmt.Errorf("%w: service %s/%s", ipc.ErrAlreadyExists, m.TenantID, m.ServiceName)
+	}
+	f, err := b.createFile(m.TenantID, m.ServiceName)
+	if err != nil {
+		return nil, nil, shmErr(err, serviceID(m.TenantID, m.ServiceName))
+	}
+	svc := &service{id: serviceID(m.TenantID, m.ServiceName), tenant: m.TenantID, name: m.ServiceName, file: f, subs: map[*session]*subscription{}}
+	t.services[svc.name] = svc
+	b.services[svc.id] = svc
+	b.watchFile(svc)
+	s.auditf(Record{Event: EventAdmin, Request: "CreateService", Tenant: m.TenantID, Service: m.ServiceName, ServiceID: svc.id})
+	return svcReply(svc), nil, nil
+}
+
+func svcReply(svc *service) *ipc.Service {
+	return &ipc.Service{ServiceID: svc.id, TenantID: svc.tenant, ServiceName: svc.name, FilePath: svc.file.Path()}
+}
+
+func (s *session) getService(m *ipc.GetService) (ipc.Message, *os.File, error) {
+	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("GetService", RightRead, svc.tenant, svc.name); err != nil {
+		return nil, nil, err
+	}
+	return svcReply(svc), nil, nil
+}
+
+func (s *session) deleteService(m *ipc.DeleteService) (ipc.Message, *os.File, error) {
+	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("DeleteService", RightCreate, svc.tenant, svc.name); err != nil {
+		return nil, nil, err
+	}
+	b := s.b
+	b.mu.Lock()
+	if b.services[svc.id] != svc {
+		b.mu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+	}
+	delete(b.services, svc.id)
+	delete(b.tenants[svc.tenant].services, svc.name)
+	b.mu.Unlock()
+	if err := b.dropService(svc); err != nil {
+		b.log.Error("delete service: file left behind", "service", svc.id, "err", err)
+	}
+	s.auditf(Record{Event: EventAdmin, Request: "DeleteService", Tenant: svc.tenant, Service: svc.name, ServiceID: svc.id})
+	return &ipc.Deleted{ServiceID: svc.id}, nil, nil
+}
+
+// dropService removes a service that is no longer in the maps: subscribers get
+// a last notice with every variable at version 0, and the file goes.
+func (b *Broker) dropService(svc *service) error {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.deleted {
+		return nil
+	}
+	vars := svc.file.Variables()
+	names := make([]string, len(vars))
+	for i, v := range vars {
+		names[i] = v.Name
+	}
+	b.notify(svc, nil, names, make([]uint64, len(names)))
+	for sess := range svc.subs {
+		sess.subMu.Lock()
+		delete(sess.subs, svc.id)
+		sess.subMu.Unlock()
+	}
+	clear(svc.subs)
+	svc.deleted = true
+	fi, _ := svc.file.Stat()
+	path := svc.file.Path()
+	err := svc.file.Remove()
+	b.unwatchFile(svc, path, fi)
+	return err
+}
+
+func (s *session) listServices(m *ipc.ListServices) (ipc.Message, *os.File, error) {
+	if err := validTenant(m.TenantID); err != nil {
+		return nil, nil, err
+	}
+	p := s.b.policy.Load()
+	s.b.mu.RLock()
+	t := s.b.tenants[m.TenantID]
+	var svcs []*service
+	if t != nil {
+		for _, name := range sortedKeys(t.services) {
+			svcs = append(svcs, t.services[name])
+		}
+	}
+	s.b.mu.RUnlock()
+	if t == nil {
+		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+	}
+	if !p.Any(s.caller, m.TenantID) {
+		return nil, nil, s.denied("ListServices", RightRead, m.TenantID, "")
+	}
+	out := &ipc.Services{TenantID: m.TenantID, Services: []ipc.ServiceInfo{}}
+	for _, svc := range svcs {
+		if p.Rights(s.caller, svc.tenant, svc.name)&RightRead == 0 {
+			continue
+		}
+		svc.mu.RLock()
+		if !svc.deleted {
+			out.Services = append(out.Services, ipc.ServiceInfo{
+				ServiceID: svc.id, ServiceName: svc.name, FileSize: uint64(svc.file.Size()), Variables: uint64(svc.file.Len()),
+			})
+		}
+		svc.mu.RUnlock()
+	}
+	return out, nil, nil
+}
+
+// service looks up a service by id and checks the caller's rights on it.
+func (s *session) service(req, id string, want Right) (*service, error) {
+	svc, err := s.b.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.need(req, want, svc.tenant, svc.name); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, error) {
+	svc, err := s.service("AllocateVariable", m.ServiceID, RightCreate)
+	if err != nil {
+		return nil, nil, err
+	}
+	what := svc.id + "/" + m.VariableName
+	if err := validName("variable", m.VariableName); err != nil {
+		return nil, nil, err
+	}
+	if m.Capacity > uint64(s.b.cfg.MaxFrame) || uint64(len(m.InitialData)) > uint64(s.b.cfg.MaxFrame) {
+		return nil, nil, fmt.Errorf("%w: capacity %d passes the %d-byte frame limit", ipc.ErrValueTooLarge, m.Capacity, s.b.cfg.MaxFrame)
+	}
+	if err := svc.lock(); err != nil {
+		return nil, nil, err
+	}
+	v, err := svc.file.Allocate(m.VariableName, m.InitialData, int(m.Capacity))
+	if err == nil {
+		svc.file.Changed()
+		s.b.notify(svc, s, []string{m.VariableName}, []uint64{v})
+	}
+	svc.mu.Unlock()
+	if err != nil {
+		return nil, nil, shmErr(err, what)
+	}
+	s.auditf(Record{Event: EventAdmin, Request: "AllocateVariable", ServiceID: svc.id, Variables: []string{m.VariableName}, Bytes: len(m.InitialData)})
+	data := m.InitialData
+	if data == nil {
+		data = []byte{}
+	}
+	return &ipc.VariableData{ServiceID: svc.id, VariableName: m.VariableName, Data: data, Version: v}, nil, nil
+}
+
+func (s *session) read(m *ipc.ReadVariable) (ipc.Message, *os.File, error) {
+	svc, err := s.service("ReadVariable", m.ServiceID, RightRead)
+	if err != nil {
+		return nil, nil, err
+	}
+	what := svc.id + "/" + m.VariableName
+	if err := validName("variable", m.VariableName); err != nil {
+		return nil, nil, err
+	}
+	if err := svc.rlock(); err != nil {
+		return nil, nil, err
+	}
+	data, v, err := svc.file.Read(m.VariableName, s.readBuf[:0])
+	svc.mu.RUnlock()
+	if err != nil {
+		return nil, nil, shmErr(err, what)
+	}
+	if cap(data) <= 1<<20 {
+		s.readBuf = data // reused: the reply is encoded before the next request
+	}
+	return &ipc.VariableData{ServiceID: svc.id, VariableName: m.VariableName, Data: data, Version: v}, nil, nil
+}
+
+func (s *session) write(m *ipc.WriteVariable) (ipc.Message, *os.File, error) {
+	svc, err := s.service("WriteVariable", m.ServiceID, RightWrite)
+	if err != nil {
+		return nil, nil, err
+	}
+	what := svc.id + "/" + m.VariableName
+	if err := validName("variable", m.VariableName); err != nil {
+		return nil, nil, err
+	}
+	if m.Data == nil {
+		return nil, nil, fmt.Errorf("%w: WriteVariable without data", ipc.ErrInvalidRequest)
+	}
+	if err := svc.lock(); err != nil {
+		return nil, nil, err
+	}
+	v, err := svc.file.Write(m.VariableName, m.Data)
+	if err == nil {
+		svc.file.Changed()
+		s.b.notify(svc, s, []string{m.VariableName}, []uint64{v})
+	}
+	svc.mu.Unlock()
+	if err != nil {
+		return nil, nil, shmErr(err, what)
+	}
+	s.auditf(Record{Event: EventWrite, ServiceID: svc.id, Variables: []string{m.VariableName}, Bytes: len(m.Data)})
+	return &ipc.VariableWritten{ServiceID: svc.id, VariableName: m.VariableName, Version: v}, nil, nil
+}
+
+func (s *session) deallocate(m *ipc.DeallocateVariable) (ipc.Message, *os.File, error) {
+	svc, err := s.service("DeallocateVariable", m.ServiceID, RightCreate)
+	if err != nil {
+		return nil, nil, err
+	}
+	what := svc.id + "/" + m.VariableName
+	if err := validName("variable", m.VariableName); err != nil {
+		return nil, nil, err
+	}
+	if err := svc.lock(); err != nil {
+		return nil, nil, err
+	}
+	err = svc.file.Deallocate(m.VariableName)
+	if err == nil {
+		svc.file.Changed()
+		s.b.notify(svc, s, []string{m.VariableName}, []uint64{0})
+	}
+	svc.mu.Unlock()
+	if err != nil {
+		return nil, nil, shmErr(err, what)
+	}
+	s.auditf(Record{Event: EventAdmin, Request: "DeallocateVariable", ServiceID: svc.id, Variables: []string{m.VariableName}})
+	return &ipc.Deleted{ServiceID: svc.id, VariableName: m.VariableName}, nil, nil
+}
+
+func (s *session) listVariables(m *ipc.ListVariables) (ipc.Message, *os.File, error) {
+	svc, err := s.service("ListVariables", m.ServiceID, RightRead)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := svc.rlock(); err != nil {
+		return nil, nil, err
+	}
+	vars := svc.file.Variables()
+	svc.mu.RUnlock()
+	out := &ipc.Variables{ServiceID: svc.id, Variables: make([]ipc.VariableInfo, len(vars))}
+	for i, v := range vars {
+		out.Variables[i] = ipc.VariableInfo{Name: v.Name, Size: v.Size, Capacity: v.Capacity, Version: v.Version}
+	}
+	return out, nil, nil
+}
+
+func (s *session) filePath(m *ipc.GetServiceFilePath) (ipc.Message, *os.File, error) {
+	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.need("GetServiceFilePath", RightRead|RightMap, svc.tenant, svc.name); err != nil {
+		return nil, nil, err
+	}
+	if err := svc.rlock(); err != nil {
+		return nil, nil, err
+	}
+	defer svc.mu.RUnlock()
+	path := svc.file.Path()
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ipc.ErrFileNotFound, svc.id, err)
+	}
+	fd, err := svc.file.OpenReadOnly()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ipc.ErrFileNotFound, err)
+	}
+	s.auditf(Record{Event: EventFilePath, ServiceID: svc.id, Tenant: svc.tenant, Service: svc.name, Path: path})
+	return &ipc.ServiceFilePath{ServiceID: svc.id, FilePath: path, FileSize: uint64(svc.file.Size())}, fd, nil
+}
+
+func (s *session) report(m *ipc.ReportVariableChanges) (ipc.Message, *os.File, error) {
+	svc, err := s.service("ReportVariableChanges", m.ServiceID, RightWrite)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(m.NewValues) == 0 {
+		return nil, nil, fmt.Errorf("%w: no new_values", ipc.ErrInvalidRequest)
+	}
+	if len(m.ChangedVariables) != len(m.NewValues) {
+		return nil, nil, fmt.Errorf("%w: %d changed_variables but %d new_values", ipc.ErrInvalidRequest, len(m.ChangedVariables), len(m.NewValues))
+	}
+	names := make([]string, len(m.NewValues))
+	values := make([][]byte, len(m.NewValues))
+	bytes := 0
+	for i, nv := range m.NewValues {
+		if err := validName("variable", nv.Name); err != nil {
+			return nil, nil, err
+		}
+		if nv.Value == nil {
+			return nil, nil, fmt.Errorf("%w: no value for %q", ipc.ErrInvalidRequest, nv.Name)
+		}
+		names[i], values[i] = nv.Name, nv.Value
+		bytes += len(nv.Value)
+	}
+	listed := make(map[string]bool, len(m.ChangedVariables))
+	for _, n := range m.ChangedVariables {
+		listed[n] = true
+	}
+	for _, n := range names {
+		if !listed[n] {
+			return nil, nil, fmt.Errorf("%w: %q has a new value but is not in changed_variables", ipc.ErrInvalidRequest, n)
+		}
+	}
+	if err := svc.lock(); err != nil {
+		return nil, nil, err
+	}
+	for _, n := range names {
+		if !svc.file.Has(n) {
+			svc.mu.Unlock()
+			return nil, nil, fmt.Errorf("%w: %s/%s (nothing applied)", ipc.ErrVariableNotFound, svc.id, n)
+		}
+	}
+	vers, err := svc.file.WriteBatch(names, values, s.vers[:0])
+	if err == nil {
+		svc.file.Changed()
+		s.b.notify(svc, s, names, append([]uint64(nil), vers...))
+	}
+	svc.mu.Unlock()
+	if err != nil {
+		return nil, nil, shmErr(err, svc.id)
+	}
+	s.vers = vers
+	s.auditf(Record{Event: EventReport, ServiceID: svc.id, Variables: names, Bytes: bytes})
+	return &ipc.VariableChangesAcknowledged{ServiceID: svc.id, ChangedVariables: m.ChangedVariables}, nil, nil
+}
+
+func (s *session) subscribe(m *ipc.Subscribe) (ipc.Message, *os.File, error) {
+	svc, err := s.service("Subscribe", m.ServiceID, RightRead)
+	if err != nil {
+		return nil, nil, err
+	}
+	sub := &subscription{}
+	if len(m.Variables) > 0 {
+		sub.filter = make(map[string]bool, len(m.Variables))
+		for _, n := range m.Variables {
+			if err := validName("variable", n); err != nil {
+				return nil, nil, err
+			}
+			sub.filter[n] = true
+		}
+	}
+	s.subMu.Lock()
+	_, again := s.subs[svc.id]
+	if !again && len(s.subs) >= s.b.cfg.MaxSubscriptions {
+		s.subMu.Unlock()
+		return nil, nil, fmt.Errorf("%w: %d subscriptions on this connection", ipc.ErrNoSpace, len(s.subs))
+	}
+	s.subs[svc.id] = svc
+	s.subMu.Unlock()
+	if err := svc.lock(); err != nil {
+		s.subMu.Lock()
+		delete(s.subs, svc.id)
+		s.subMu.Unlock()
+		return nil, nil, err
+	}
+	svc.subs[s] = sub
+	svc.mu.Unlock()
+	return &ipc.Subscribed{ServiceID: svc.id}, nil, nil
+}
+
+func (s *session) unsubscribe(m *ipc.Unsubscribe) (ipc.Message, *os.File, error) {
+	if err := validServiceID(m.ServiceID); err != nil {
+		return nil, nil, err
+	}
+	s.subMu.Lock()
+	svc := s.subs[m.ServiceID]
+	delete(s.subs, m.ServiceID)
+	s.subMu.Unlock()
+	if svc == nil {
+		if _, err := s.b.lookup(m.ServiceID); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		svc.mu.Lock()
+		delete(svc.subs, s)
+		svc.mu.Unlock()
+	}
+	s.out.drop(m.ServiceID)
+	return &ipc.Unsubscribed{ServiceID: m.ServiceID}, nil, nil
+}

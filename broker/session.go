@@ -1,0 +1,296 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/commy/commy/ipc"
+)
+
+// Caller is who is at the other end of a connection, as the kernel reported it
+// at accept (SO_PEERCRED).
+type Caller struct {
+	ClientID uint64
+	PID      int32
+	UID, GID uint32
+	Exe      string
+	Name     string // client_name from Hello, as the client claims it
+}
+
+// session serves one connection. Its reader goroutine decodes requests,
+// handles them inline and writes the replies; a writer goroutine sends the
+// notices queued in its outbox.
+type session struct {
+	b      *Broker
+	uc     *net.UnixConn
+	conn   *ipc.Conn
+	caller Caller
+
+	// Used by the reader goroutine only.
+	enc     ipc.Encoder
+	wbuf    []byte
+	readBuf []byte
+	vers    []uint64
+	code    string // error code of the request being handled, "" for none
+
+	subMu sync.Mutex
+	subs  map[string]*service // by service id
+
+	out       outbox
+	done      chan struct{} // closed when the writer must stop
+	closeOnce sync.Once
+	doneOnce  sync.Once
+}
+
+func newSession(b *Broker, uc *net.UnixConn) *session {
+	return &session{b: b, uc: uc, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox()}
+}
+
+// stopReading makes the reader see end of input after the request it is
+// handling, for a graceful shutdown.
+func (s *session) stopReading() { s.uc.CloseRead() }
+
+// close closes the connection at once. Safe to call more than once.
+func (s *session) close() { s.closeOnce.Do(func() { s.uc.Close() }) }
+
+func (s *session) serve() {
+	defer s.b.dropSession(s)
+	defer s.close()
+	cred, err := ipc.PeerCred(s.uc)
+	if err != nil {
+		s.b.log.Error("connection dropped: no peer credentials", "err", err)
+		return
+	}
+	conn, err := ipc.NewConn(s.uc, s.b.cfg.MaxFrame, false)
+	if err != nil {
+		s.b.log.Error("connection dropped", "err", err)
+		return
+	}
+	s.conn = conn
+	defer conn.ReleaseFDs()
+	s.caller = Caller{ClientID: s.b.nextID.Add(1), PID: cred.PID, UID: cred.UID, GID: cred.GID}
+	s.caller.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(cred.PID)) + "/exe")
+	s.b.stats.connections.Add(1)
+	s.b.stats.accepted.Add(1)
+	defer s.b.stats.connections.Add(-1)
+	s.b.log.Debug("connect", "client_id", s.caller.ClientID, "pid", cred.PID, "uid", cred.UID, "gid", cred.GID, "exe", s.caller.Exe)
+	s.auditf(Record{Event: EventConnect})
+	defer func() {
+		s.b.log.Debug("disconnect", "client_id", s.caller.ClientID, "pid", cred.PID)
+		s.auditf(Record{Event: EventDisconnect})
+	}()
+
+	if !s.handshake() {
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop()
+	}()
+	s.readLoop()
+	s.unsubscribeAll()
+	s.doneOnce.Do(func() { close(s.done) })
+	wg.Wait()
+}
+
+// handshake reads Hello and answers Welcome, or PROTOCOL_ERROR.
+func (s *session) handshake() bool {
+	s.conn.SetReadDeadline(time.Now().Add(s.b.cfg.HandshakeTimeout))
+	body, err := s.conn.ReadFrame()
+	if err != nil {
+		s.fatal(err)
+		return false
+	}
+	s.received(body)
+	start := s.clock()
+	s.conn.SetReadDeadline(time.Time{})
+	m, h, err := ipc.Decode(body)
+	hello, ok := m.(*ipc.Hello)
+	switch {
+	case err != nil:
+		s.replyErr(h.ID, fmt.Errorf("%w: first frame: %w", ipc.ErrProtocol, err))
+	case !ok:
+		s.replyErr(h.ID, fmt.Errorf("%w: first message must be Hello, not %s", ipc.ErrProtocol, h.Type))
+	case hello.Protocol != ipc.ProtocolVersion:
+		s.replyErr(h.ID, fmt.Errorf("%w: protocol %d not supported (this broker speaks %d)", ipc.ErrProtocol, hello.Protocol, ipc.ProtocolVersion))
+	default:
+		s.caller.Name = hello.ClientName
+		s.reply(&ipc.Welcome{
+			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,
+			ClientID: s.caller.ClientID, PID: int64(s.caller.PID), UID: uint64(s.caller.UID), GID: uint64(s.caller.GID),
+			MaxFrame: uint64(s.b.cfg.MaxFrame),
+		}, nil)
+		s.handled(h.Type, start)
+		return s.flush() == nil
+	}
+	s.b.log.Debug("handshake failed", "client_id", s.caller.ClientID, "pid", s.caller.PID, "code", s.code)
+	s.handled(h.Type, start)
+	s.flush()
+	return false
+}
+
+// fatal answers a framing error that ends the connection.
+func (s *session) fatal(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, ipc.ErrClosed) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		err = fmt.Errorf("%w: no Hello within %v", ipc.ErrProtocol, s.b.cfg.HandshakeTimeout)
+	}
+	if errors.Is(err, ipc.ErrFrameTooLarge) || errors.Is(err, ipc.ErrProtocol) {
+		s.b.log.Info("connection closed on a protocol error", "client_id", s.caller.ClientID, "pid", s.caller.PID, "err", err)
+		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		s.replyErr(0, err)
+		s.flush()
+	}
+}
+
+func (s *session) readLoop() {
+	for {
+		body, err := s.conn.ReadFrame()
+		if err != nil {
+			s.fatal(err)
+			return
+		}
+		s.received(body)
+		if err := s.handleFrame(body); err != nil {
+			return
+		}
+		if !s.conn.Buffered() || len(s.wbuf) >= 64<<10 {
+			if s.flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// handleFrame decodes and serves one request, queuing its reply, and counts
+// it. It fails only when the connection is unusable.
+func (s *session) handleFrame(body []byte) error {
+	start := s.clock()
+	kind, err := s.serveFrame(body)
+	s.handled(kind, start)
+	return err
+}
+
+// serveFrame is handleFrame but for the counting; it returns the request's
+// type as the frame names it.
+func (s *session) serveFrame(body []byte) (string, error) {
+	m, h, err := ipc.Decode(body)
+	if err != nil {
+		s.replyErr(h.ID, err)
+		return h.Type, nil
+	}
+	if h.ID == 0 {
+		s.replyErr(0, fmt.Errorf("%w: request id must not be 0", ipc.ErrInvalidRequest))
+		return h.Type, nil
+	}
+	reply, file, err := s.handle(m)
+	if err != nil {
+		s.replyErr(h.ID, err)
+		return h.Type, nil
+	}
+	reply.Hdr().ID = h.ID
+	return h.Type, s.reply(reply, file)
+}
+
+// reply queues a reply; one that carries a descriptor is written at once.
+func (s *session) reply(m ipc.Message, file *os.File) error {
+	frame, err := s.enc.Frame(m)
+	if err == nil && len(frame)-ipc.HeaderLen > s.b.cfg.MaxFrame {
+		err = fmt.Errorf("%w: reply of %d bytes passes the %d-byte frame limit", ipc.ErrValueTooLarge, len(frame)-ipc.HeaderLen, s.b.cfg.MaxFrame)
+	}
+	if err != nil {
+		if file != nil {
+			file.Close()
+		}
+		if _, isErr := m.(*ipc.Error); isErr {
+			return err
+		}
+		return s.replyErr(m.Hdr().ID, err)
+	}
+	if file == nil {
+		s.wbuf = append(s.wbuf, frame...)
+		return nil
+	}
+	defer file.Close()
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if err := s.conn.WriteFrame(frame, file); err != nil {
+		return err
+	}
+	s.b.stats.bytesOut.Add(uint64(len(frame)))
+	return nil
+}
+
+func (s *session) replyErr(id uint64, err error) error {
+	code := ipc.CodeOf(err)
+	s.code = code
+	s.b.stats.failed(code)
+	if code == "INTERNAL_ERROR" {
+		s.b.log.Error("request failed", "client_id", s.caller.ClientID, "pid", s.caller.PID, "err", err)
+	}
+	return s.reply(&ipc.Error{Header: ipc.Header{ID: id}, ErrorCode: code, Message: err.Error()}, nil)
+}
+
+func (s *session) flush() error {
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	err := s.conn.WriteFrame(s.wbuf, nil)
+	if err == nil {
+		s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
+	}
+	if cap(s.wbuf) > 1<<20 {
+		s.wbuf = nil
+	} else {
+		s.wbuf = s.wbuf[:0]
+	}
+	return err
+}
+
+// auditf logs r with the caller's identity.
+func (s *session) auditf(r Record) {
+	uid, gid := s.caller.UID, s.caller.GID
+	r.ClientID, r.PID, r.UID, r.GID = s.caller.ClientID, s.caller.PID, &uid, &gid
+	if r.Event == EventConnect {
+		r.Exe = s.caller.Exe
+	}
+	s.b.logAudit(r)
+}
+
+// Metrics of the reader goroutine.
+
+// received counts the bytes of a frame read, length prefix included.
+func (s *session) received(body []byte) {
+	s.b.stats.bytesIn.Add(uint64(ipc.HeaderLen + len(body)))
+}
+
+// clock is when a request's handling starts, read only when the broker
+// observes latencies.
+func (s *session) clock() time.Time {
+	if s.b.latency == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// handled counts a request of type kind that started at start, with the
+// outcome replyErr noted.
+func (s *session) handled(kind string, start time.Time) {
+	s.b.stats.request(kind, s.code)
+	if s.b.latency != nil {
+		s.b.latency.observe(kind, time.Since(start))
+	}
+	s.code = ""
+}

@@ -1,0 +1,223 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/shm"
+)
+
+// tenant holds services by name. Guarded by Broker.mu.
+type tenant struct {
+	id       string
+	services map[string]*service
+}
+
+// service is one service and its file. mu guards the file: readers of the
+// file take it for reading, changes take it for writing. subs is guarded by
+// mu as well, so notices are queued in the order changes were applied.
+type service struct {
+	id, tenant, name string
+
+	mu      sync.RWMutex
+	file    *shm.File
+	deleted bool
+	subs    map[*session]*subscription
+}
+
+// lock takes the service's lock for a change, failing if it was deleted.
+func (svc *service) lock() error {
+	svc.mu.Lock()
+	if svc.deleted {
+		svc.mu.Unlock()
+		return fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+	}
+	return nil
+}
+
+// rlock takes the service's lock for reading, failing if it was deleted.
+func (svc *service) rlock() error {
+	svc.mu.RLock()
+	if svc.deleted {
+		svc.mu.RUnlock()
+		return fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+	}
+	return nil
+}
+
+const memSuffix = ".mem"
+
+// storeFile is where a service of the file backend lives.
+func (b *Broker) storeFile(tenant, service string) string {
+	return filepath.Join(b.cfg.DataDir, tenant, service+memSuffix)
+}
+
+// createFile makes the shared-memory file of a new service.
+func (b *Broker) createFile(tenant, service string) (*shm.File, error) {
+	if b.cfg.Backend == BackendMemfd {
+		return shm.CreateMemfd(tenant, service, b.cfg.Service)
+	}
+	dir := filepath.Join(b.cfg.DataDir, tenant)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
+	}
+	return shm.Create(b.storeFile(tenant, service), tenant, service, b.cfg.Service)
+}
+
+// recover loads every tenant and service of the file backend from the data
+// directory. A file that cannot be used is logged and left where it is.
+func (b *Broker) recover() error {
+	if b.cfg.Backend != BackendFile {
+		return nil
+	}
+	ents, err := os.ReadDir(b.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("broker: recover: %w", err)
+	}
+	for _, te := range ents {
+		if !te.IsDir() || validTenant(te.Name()) != nil {
+			continue
+		}
+		t := &tenant{id: te.Name(), services: map[string]*service{}}
+		b.tenants[t.id] = t
+		files, err := os.ReadDir(filepath.Join(b.cfg.DataDir, t.id))
+		if err != nil {
+			b.log.Error("recover: cannot read tenant directory", "tenant", t.id, "err", err)
+			continue
+		}
+		for _, fe := range files {
+			name, ok := strings.CutSuffix(fe.Name(), memSuffix)
+			if !ok || fe.IsDir() || validName("service", name) != nil {
+				continue
+			}
+			path := b.storeFile(t.id, name)
+			f, err := shm.Open(path)
+			if err != nil {
+				b.log.Error("recover: service file skipped", "path", path, "err", err)
+				b.stats.recoverErrors.Add(1)
+				continue
+			}
+			if tn, sn := f.Names(); tn != t.id || sn != name {
+				b.log.Error("recover: service file names another service; skipped", "path", path, "tenant", tn, "service", sn)
+				b.stats.recoverErrors.Add(1)
+				f.Close()
+				continue
+			}
+			s := &service{id: serviceID(t.id, name), tenant: t.id, name: name, file: f, subs: map[*session]*subscription{}}
+			t.services[name] = s
+			b.services[s.id] = s
+			b.watchFile(s)
+		}
+		b.log.Info("recovered tenant", "tenant", t.id, "services", len(t.services))
+	}
+	return nil
+}
+
+// lookup finds a service by id.
+func (b *Broker) lookup(id string) (*service, error) {
+	if err := validServiceID(id); err != nil {
+		return nil, err
+	}
+	b.mu.RLock()
+	s := b.services[id]
+	b.mu.RUnlock()
+	if s == nil {
+		return nil, fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, id)
+	}
+	return s, nil
+}
+
+// lookupName finds a service by tenant and name.
+func (b *Broker) lookupName(tenantID, name string) (*service, error) {
+	if err := validTenant(tenantID); err != nil {
+		return nil, err
+	}
+	if err := validName("service", name); err != nil {
+		return nil, err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	t := b.tenants[tenantID]
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, tenantID)
+	}
+	s := t.services[name]
+	if s == nil {
+		return nil, fmt.Errorf("%w: %s/%s", ipc.ErrServiceNotFound, tenantID, name)
+	}
+	return s, nil
+}
+
+// shmErr turns a service file error about what (service/variable) into its
+// wire error.
+func shmErr(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, shm.ErrNotFound):
+		return fmt.Errorf("%w: %s", ipc.ErrVariableNotFound, what)
+	case errors.Is(err, shm.ErrExists):
+		return fmt.Errorf("%w: variable %s", ipc.ErrAlreadyExists, what)
+	case errors.Is(err, shm.ErrNoSpace):
+		return fmt.Errorf("%w: %w", ipc.ErrNoSpace, err)
+	case errors.Is(err, shm.ErrTooLarge):
+		return fmt.Errorf("%w: %w", ipc.ErrValueTooLarge, err)
+	case errors.Is(err, shm.ErrInvalidName):
+		return fmt.Errorf("%w: %w", ipc.ErrInvalidName, err)
+	case errors.Is(err, shm.ErrClosed):
+		return fmt.Errorf("%w: service deleted", ipc.ErrServiceNotFound)
+	}
+	return fmt.Errorf("%w: %w", ipc.ErrInternal, err)
+}
+
+// tenantUsage is what one tenant holds.
+type tenantUsage struct {
+	tenant              string
+	services, variables int
+	fileBytes           int64 // sizes of the service files
+}
+
+// usage returns what each tenant holds, sorted by tenant id.
+func (b *Broker) usage() []tenantUsage {
+	type svcOf struct {
+		i   int
+		svc *service
+	}
+	b.mu.RLock()
+	ids := sortedKeys(b.tenants)
+	out := make([]tenantUsage, len(ids))
+	all := make([]svcOf, 0, len(b.services))
+	for i, id := range ids {
+		out[i].tenant = id
+		for _, s := range b.tenants[id].services {
+			all = append(all, svcOf{i, s})
+		}
+	}
+	b.mu.RUnlock()
+	for _, s := range all {
+		s.svc.mu.RLock()
+		if !s.svc.deleted {
+			u := &out[s.i]
+			u.services++
+			u.variables += s.svc.file.Len()
+			u.fileBytes += s.svc.file.Size()
+		}
+		s.svc.mu.RUnlock()
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

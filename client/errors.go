@@ -1,0 +1,38 @@
+package client
+
+import (
+	"errors"
+
+	"github.com/commy/commy/ipc"
+)
+
+// Error is an error reply from the broker. errors.Is matches it against the
+// sentinel of its code, e.g. errors.Is(err, client.ErrPermissionDenied).
+type Error = ipc.RemoteError
+
+// The broker's error codes, one sentinel each.
+var (
+	ErrProtocol           = ipc.ErrProtocol
+	ErrUnknownMessage     = ipc.ErrUnknownMessage
+	ErrInvalidRequest     = ipc.ErrInvalidRequest
+	ErrInvalidName        = ipc.ErrInvalidName
+	ErrInvalidServiceID   = ipc.ErrInvalidServiceID
+	ErrFrameTooLarge      = ipc.ErrFrameTooLarge
+	ErrPermissionDenied   = ipc.ErrPermissionDenied
+	ErrHybridAccessDenied = ipc.ErrHybridAccessDenied
+	ErrTenantNotFound     = ipc.ErrTenantNotFound
+	ErrServiceNotFound    = ipc.ErrServiceNotFound
+	ErrVariableNotFound   = ipc.ErrVariableNotFound
+	ErrFileNotFound       = ipc.ErrFileNotFound
+	ErrAlreadyExists      = ipc.ErrAlreadyExists
+	ErrValueTooLarge      = ipc.ErrValueTooLarge
+	ErrNoSpace            = ipc.ErrNoSpace
+	ErrInternal           = ipc.ErrInternal
+)
+
+var (
+	// ErrClosed: the client, subscription or mapping was closed.
+	ErrClosed = errors.New("client: closed")
+	// ErrDisconnected: the connection to the broker was lost.
+	ErrDisconnected = errors.New("client: disconnected from the broker")
+)
