@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/commy/commy/broker"
+	ucli "github.com/urfave/cli/v2"
+)
+
+func auditCommand() *ucli.Command {
+	return &ucli.Command{
+		Name: "audit", Usage: "show the audit log",
+		Description: "Reads the broker's audit log file (it needs read access to it: root or the broker's user).",
+		Flags: []ucli.Flag{
+			jsonFlag,
+			&ucli.StringFlag{Name: "file", Usage: "audit log `FILE` (default: <data-dir beside the socket>/audit.log)"},
+			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new records until interrupted"},
+		},
+		Action: func(c *ucli.Context) error {
+			path := c.String("file")
+			if path == "" {
+				path = filepath.Join(defaultDataDir(socketOf(c)), "audit.log")
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ctx, stop := signalContext(c.Context)
+			defer stop()
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			if !c.Bool("json") {
+				fmt.Fprintln(tw, "TIME\tEVENT\tPID\tUID\tWHAT\tDETAIL")
+			}
+			var pending []byte
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := f.Read(buf)
+				pending = append(pending, buf[:n]...)
+				for {
+					i := strings.IndexByte(string(pending), '\n')
+					if i < 0 {
+						break
+					}
+					if perr := printRecord(tw, pending[:i], c.Bool("json")); perr != nil {
+						return perr
+					}
+					pending = pending[i+1:]
+				}
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				if n > 0 {
+					continue
+				}
+				tw.Flush()
+				if !c.Bool("follow") {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		},
+	}
+}
+
+func printRecord(w io.Writer, line []byte, asJSON bool) error {
+	if asJSON {
+		_, err := fmt.Fprintf(w, "%s\n", line)
+		return err
+	}
+	var r broker.Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	uid := "-"
+	if r.UID != nil {
+		uid = fmt.Sprint(*r.UID)
+	}
+	what := r.ServiceID
+	if what == "" && r.Tenant != "" {
+		what = r.Tenant
+		if r.Service != "" {
+			what += "/" + r.Service
+		}
+	}
+	var detail []string
+	for _, kv := range [][2]string{
+		{"request", r.Request}, {"vars", strings.Join(r.Variables, ",")}, {"code", r.Code}, {"right", r.Right},
+		{"access", r.Access}, {"path", r.Path}, {"exe", r.Exe}, {"comm", r.Comm},
+	} {
+		if kv[1] != "" {
+			detail = append(detail, kv[0]+"="+kv[1])
+		}
+	}
+	if r.Bytes > 0 {
+		detail = append(detail, fmt.Sprintf("bytes=%d", r.Bytes))
+	}
+	if r.Result != nil {
+		detail = append(detail, fmt.Sprintf("result=%d", *r.Result))
+	}
+	if r.Broker {
+		detail = append(detail, "broker")
+	}
+	_, err := fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Time, r.Event, r.PID, uid, what, strings.Join(detail, " "))
+	return err
+}

@@ -1,0 +1,11 @@
+package cli
+
+import (
+	"testing"
+
+	"github.com/commy/commy/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	testutil.Main(m, testutil.Children{"commy": commyChild, "touch": touchChild})
+}

@@ -1,0 +1,246 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/commy/commy/broker"
+	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/shm"
+	"github.com/coreos/go-systemd/v22/daemon"
+	ucli "github.com/urfave/cli/v2"
+)
+
+func serveCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:  "serve",
+		Usage: "run the broker",
+		Description: "Serves the commy protocol on a Unix socket until SIGINT or SIGTERM (graceful: stop accepting,\n" +
+			"finish in-flight requests, flush the audit log, remove the socket file). SIGHUP reloads the policy.\n" +
+			"Under systemd it serves the sockets a socket unit passes (LISTEN_FDS; --socket is then ignored and\n" +
+			"the socket file left to systemd) and reports readiness, reloads, status and watchdog pings through\n" +
+			"NOTIFY_SOCKET (Type=notify, WatchdogSec=).",
+		Flags: append([]ucli.Flag{
+			&ucli.StringFlag{Name: "data-dir", Usage: "service files and the audit log (default: beside the socket)", EnvVars: []string{"COMMY_DATA_DIR"}},
+			&ucli.StringFlag{Name: "backend", Value: broker.BackendFile, Usage: "service file backend: file (persistent) or memfd (sealed, in memory)"},
+			&ucli.StringFlag{Name: "policy", Usage: "TOML policy `FILE` (default: only root and the broker's user have rights)"},
+			&ucli.StringFlag{Name: "audit-log", Usage: "audit log `FILE` (default: <data-dir>/audit.log)"},
+			&ucli.IntFlag{Name: "max-frame", Value: ipc.DefaultMaxFrame, Usage: "largest frame body in `BYTES`"},
+			&ucli.StringFlag{Name: "socket-mode", Value: "0666", Usage: "permission bits of the socket file (octal)"},
+			&ucli.IntFlag{Name: "max-connections", Value: broker.DefaultMaxConnections, Usage: "connections served at once; more are refused"},
+			&ucli.Int64Flag{Name: "max-service-size", Value: shm.DefaultMaxSize, Usage: "largest size of a service file in `BYTES`"},
+			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
+			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
+			&ucli.BoolFlag{Name: "ebpf-audit", Usage: "audit every open and mmap of service files with an eBPF probe (root, or CAP_BPF and CAP_PERFMON)"},
+		}, metricsFlags()...),
+		Action: serve,
+	}
+}
+
+func newLogger(c *ucli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usagef("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.String("log-format")
+	if format == "auto" {
+		format = "text"
+		if os.Getenv("JOURNAL_STREAM") != "" || os.Getenv("INVOCATION_ID") != "" {
+			format = "json"
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(c.App.ErrWriter, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text, json or auto", format)
+}
+
+func serve(c *ucli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	mode, err := strconv.ParseUint(strings.TrimPrefix(c.String("socket-mode"), "0o"), 8, 32)
+	if err != nil || mode > 0o777 {
+		return usagef("--socket-mode %q: want octal permission bits such as 0660", c.String("socket-mode"))
+	}
+	watchdog, err := watchdogInterval()
+	if err != nil {
+		return err
+	}
+	policyFile := c.String("policy")
+	var policy *broker.Policy
+	if policyFile != "" {
+		if policy, err = broker.LoadPolicy(policyFile); err != nil {
+			return err
+		}
+	}
+
+	// Registered first so that a SIGTERM during a long recovery still stops
+	// the broker gracefully.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	socket := socketOf(c)
+	inherited, err := systemdListeners()
+	if err != nil {
+		return err
+	}
+	var paths []string
+	for _, l := range inherited {
+		paths = append(paths, socketPath(l))
+	}
+	if len(inherited) > 0 {
+		if !slices.Contains(paths, socket) {
+			level := slog.LevelInfo
+			if socketSet(c) {
+				level = slog.LevelWarn
+			}
+			log.Log(c.Context, level, "serving the sockets systemd passed; --socket is ignored", "socket", socket, "passed", paths)
+		}
+		if c.IsSet("socket-mode") {
+			log.Warn("--socket-mode is ignored for sockets systemd passed (SocketMode= in the socket unit sets it)")
+		}
+		if paths[0] != "" {
+			socket = paths[0]
+		}
+	}
+
+	dataDir := c.String("data-dir")
+	if dataDir == "" {
+		dataDir = defaultDataDir(socket)
+	}
+	cfg := broker.Config{
+		DataDir: dataDir, Backend: c.String("backend"), AuditLog: c.String("audit-log"), Policy: policy,
+		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), Logger: log,
+		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
+	}
+	if err := metricsConfig(c, &cfg); err != nil {
+		closeListeners(inherited)
+		return err
+	}
+	if c.Bool("ebpf-audit") {
+		cfg.Probe = startProbe(log)
+	}
+	b, err := broker.New(cfg)
+	if err != nil {
+		if cfg.Probe != nil {
+			cfg.Probe.Close()
+		}
+		closeListeners(inherited)
+		return err
+	}
+	stopMetrics, err := startMetrics(c, b, log)
+	if err != nil {
+		b.Close()
+		closeListeners(inherited)
+		return err
+	}
+	defer stopMetrics() // after serveUntilSignal has shut the broker down
+	var ls []net.Listener
+	for _, l := range inherited {
+		ls = append(ls, l)
+	}
+	if len(ls) == 0 {
+		l, err := broker.Listen(socket, os.FileMode(mode))
+		if err != nil {
+			b.Close()
+			return err
+		}
+		ls, paths = append(ls, l), []string{socket}
+	}
+	log.Info("commy broker serving", "socket", paths, "socket_activated", len(inherited) > 0, "data_dir", dataDir,
+		"backend", cfg.Backend, "policy", policyFile, "version", broker.Version, "pid", os.Getpid())
+	return serveUntilSignal(b, ls, sigs, policyFile, watchdog, log)
+}
+
+// serveUntilSignal serves b on every listener until SIGINT or SIGTERM,
+// reloads the policy on SIGHUP, and tells systemd about each step. When it
+// returns, the goroutines it started have ended and every listener is closed.
+func serveUntilSignal(b *broker.Broker, ls []net.Listener, sigs <-chan os.Signal, policyFile string,
+	watchdog time.Duration, log *slog.Logger) error {
+	served := make(chan error, len(ls))
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Go(func() { served <- b.Serve(l) })
+	}
+	n := &notifier{log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	if n.enabled() {
+		wg.Go(func() { n.run(ctx, b, watchdog) })
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+		closeListeners(ls) // those a Serve closed already just return an error
+	}()
+	// The listeners exist and the kernel queues connections on them, so the
+	// broker accepts from here on, even before each Serve reaches Accept.
+	n.notify(daemon.SdNotifyReady + "\n" + status(b, ""))
+	for {
+		select {
+		case err := <-served: // a listener failed, or the broker was closed
+			n.notify(daemon.SdNotifyStopping)
+			b.Close() // ends the other Serve calls
+			if errors.Is(err, broker.ErrClosed) {
+				return nil
+			}
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				n.notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=reloading the policy")
+				note := reloadPolicy(b, policyFile, log)
+				n.notify(daemon.SdNotifyReady + "\n" + status(b, note))
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			n.notify(daemon.SdNotifyStopping + "\nSTATUS=shutting down")
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := b.Shutdown(sctx)
+			scancel()
+			if err != nil {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			log.Info("stopped")
+			return nil
+		}
+	}
+}
+
+func closeListeners[L net.Listener](ls []L) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// reloadPolicy reads the policy file again; a broken file keeps the old
+// policy and says why. It returns what happened, for STATUS=.
+func reloadPolicy(b *broker.Broker, file string, log *slog.Logger) string {
+	if file == "" {
+		log.Info("SIGHUP: no --policy file to reload")
+		return "no --policy file to reload"
+	}
+	if err := b.ReloadPolicy(file); err != nil {
+		log.Error("policy reload failed; keeping the previous policy", "file", file, "err", err)
+		return "policy reload failed, previous policy kept: " + err.Error()
+	}
+	log.Info("policy reloaded", "file", file)
+	return "policy reloaded"
+}
