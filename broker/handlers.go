@@ -303,13 +303,22 @@ func (s *session) service(req, id string, want Right) (*service, error) {
 	return svc, nil
 }
 
-func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, error) {
-	svc, err := s.service("AllocateVariable", m.ServiceID, RightCreate)
+// variable checks a variable name and looks its service up for a request
+// that needs want on it.
+func (s *session) variable(req, id, name string, want Right) (*service, error) {
+	svc, err := s.service(req, id, want)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	what := svc.id + "/" + m.VariableName
-	if err := validName("variable", m.VariableName); err != nil {
+	if err := validName("variable", name); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, error) {
+	svc, err := s.variable("AllocateVariable", m.ServiceID, m.VariableName, RightCreate)
+	if err != nil {
 		return nil, nil, err
 	}
 	if m.Capacity > uint64(s.b.cfg.MaxFrame) || uint64(len(m.InitialData)) > uint64(s.b.cfg.MaxFrame) {
@@ -325,7 +334,7 @@ func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, erro
 	}
 	svc.mu.Unlock()
 	if err != nil {
-		return nil, nil, shmErr(err, what)
+		return nil, nil, shmErr(err, svc.id+"/"+m.VariableName)
 	}
 	s.auditf(Record{Event: EventAdmin, Request: "AllocateVariable", ServiceID: svc.id, Variables: []string{m.VariableName}, Bytes: len(m.InitialData)})
 	data := m.InitialData
@@ -336,12 +345,8 @@ func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, erro
 }
 
 func (s *session) read(m *ipc.ReadVariable) (ipc.Message, *os.File, error) {
-	svc, err := s.service("ReadVariable", m.ServiceID, RightRead)
+	svc, err := s.variable("ReadVariable", m.ServiceID, m.VariableName, RightRead)
 	if err != nil {
-		return nil, nil, err
-	}
-	what := svc.id + "/" + m.VariableName
-	if err := validName("variable", m.VariableName); err != nil {
 		return nil, nil, err
 	}
 	if err := svc.rlock(); err != nil {
@@ -350,7 +355,7 @@ func (s *session) read(m *ipc.ReadVariable) (ipc.Message, *os.File, error) {
 	data, v, err := svc.file.Read(m.VariableName, s.readBuf[:0])
 	svc.mu.RUnlock()
 	if err != nil {
-		return nil, nil, shmErr(err, what)
+		return nil, nil, shmErr(err, svc.id+"/"+m.VariableName)
 	}
 	if cap(data) <= 1<<20 {
 		s.readBuf = data // reused: the reply is encoded before the next request
@@ -359,12 +364,8 @@ func (s *session) read(m *ipc.ReadVariable) (ipc.Message, *os.File, error) {
 }
 
 func (s *session) write(m *ipc.WriteVariable) (ipc.Message, *os.File, error) {
-	svc, err := s.service("WriteVariable", m.ServiceID, RightWrite)
+	svc, err := s.variable("WriteVariable", m.ServiceID, m.VariableName, RightWrite)
 	if err != nil {
-		return nil, nil, err
-	}
-	what := svc.id + "/" + m.VariableName
-	if err := validName("variable", m.VariableName); err != nil {
 		return nil, nil, err
 	}
 	if m.Data == nil {
@@ -380,19 +381,15 @@ func (s *session) write(m *ipc.WriteVariable) (ipc.Message, *os.File, error) {
 	}
 	svc.mu.Unlock()
 	if err != nil {
-		return nil, nil, shmErr(err, what)
+		return nil, nil, shmErr(err, svc.id+"/"+m.VariableName)
 	}
 	s.auditf(Record{Event: EventWrite, ServiceID: svc.id, Variables: []string{m.VariableName}, Bytes: len(m.Data)})
 	return &ipc.VariableWritten{ServiceID: svc.id, VariableName: m.VariableName, Version: v}, nil, nil
 }
 
 func (s *session) deallocate(m *ipc.DeallocateVariable) (ipc.Message, *os.File, error) {
-	svc, err := s.service("DeallocateVariable", m.ServiceID, RightCreate)
+	svc, err := s.variable("DeallocateVariable", m.ServiceID, m.VariableName, RightCreate)
 	if err != nil {
-		return nil, nil, err
-	}
-	what := svc.id + "/" + m.VariableName
-	if err := validName("variable", m.VariableName); err != nil {
 		return nil, nil, err
 	}
 	if err := svc.lock(); err != nil {
@@ -405,7 +402,7 @@ func (s *session) deallocate(m *ipc.DeallocateVariable) (ipc.Message, *os.File, 
 	}
 	svc.mu.Unlock()
 	if err != nil {
-		return nil, nil, shmErr(err, what)
+		return nil, nil, shmErr(err, svc.id+"/"+m.VariableName)
 	}
 	s.auditf(Record{Event: EventAdmin, Request: "DeallocateVariable", ServiceID: svc.id, Variables: []string{m.VariableName}})
 	return &ipc.Deleted{ServiceID: svc.id, VariableName: m.VariableName}, nil, nil
