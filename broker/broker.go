@@ -87,6 +87,8 @@ type Broker struct {
 	stats   counters
 	latency *latency // nil unless Config.Metrics
 
+	refusedLogged atomic.Int64 // the second a refusal was last logged
+
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
 }
@@ -237,8 +239,11 @@ func (b *Broker) accept(uc *net.UnixConn) {
 		full := !b.closing
 		b.smu.Unlock()
 		if full {
-			b.stats.rejected.Add(1)
-			b.log.Warn("connection refused: too many connections", "limit", b.cfg.MaxConnections)
+			n := b.stats.rejected.Add(1)
+			// At most one line a second, however hard a flood pushes.
+			if now := time.Now().Unix(); b.refusedLogged.Swap(now) != now {
+				b.log.Warn("connections refused: too many connections", "limit", b.cfg.MaxConnections, "refused_total", n)
+			}
 		}
 		uc.Close()
 		return
