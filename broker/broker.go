@@ -30,6 +30,7 @@ const (
 	DefaultMaxConnections   = 4096
 	DefaultMaxSubscriptions = 1024
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
 	DefaultMetricsTenants   = 64
 )
 
@@ -42,15 +43,16 @@ var (
 
 // Config configures a Broker. Zero values get the defaults.
 type Config struct {
-	DataDir          string  // required: service files (file backend) and the default audit log
-	Backend          string  // BackendFile (default) or BackendMemfd
-	Policy           *Policy // nil: DefaultPolicy
-	AuditLog         string  // default <DataDir>/audit.log
-	MaxFrame         int     // default ipc.DefaultMaxFrame
-	MaxConnections   int     // default DefaultMaxConnections
-	MaxSubscriptions int     // per connection, default DefaultMaxSubscriptions
-	HandshakeTimeout time.Duration
-	Service          shm.Options // sizes of new service files
+	DataDir          string        // required: service files (file backend) and the default audit log
+	Backend          string        // BackendFile (default) or BackendMemfd
+	Policy           *Policy       // nil: DefaultPolicy
+	AuditLog         string        // default <DataDir>/audit.log
+	MaxFrame         int           // default ipc.DefaultMaxFrame
+	MaxConnections   int           // default DefaultMaxConnections
+	MaxSubscriptions int           // per connection, default DefaultMaxSubscriptions
+	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
+	WriteTimeout     time.Duration // a peer that reads nothing for this long is dropped; default DefaultWriteTimeout
+	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
 
@@ -117,6 +119,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -406,3 +406,44 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestStalledReader: a client that sends requests but reads nothing, then
+// shuts down its sending side, is dropped once writes to it have waited the
+// write timeout, instead of holding its session forever; so is a subscriber
+// that stops reading.
+func TestStalledReader(t *testing.T) {
+	h := start(t, broker.Config{WriteTimeout: 300 * time.Millisecond})
+	ctx := t.Context()
+	c := h.dial(t)
+	c.CreateTenant(ctx, "t")
+	svc, _ := c.CreateService(ctx, "t", "s")
+	svc.Allocate(ctx, "v", bytes.Repeat([]byte("x"), 1<<20), 0)
+
+	stalled := h.raw(t, true)
+	stalled.do(&ipc.Subscribe{ServiceID: "t_s"})
+	read := mustFrame(&ipc.ReadVariable{Header: ipc.Header{ID: 1000}, ServiceID: "t_s", VariableName: "v"})
+	for i := 0; i < 16; i++ { // 16 MiB of replies nobody reads
+		if err := stalled.conn.WriteFrame(read, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stalled.conn.UnixConn().CloseWrite()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Connections == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stalled client still holds a session: %d connections", st.Connections)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The broker serves on.
+	if _, _, err := svc.Read(ctx, "v"); err != nil {
+		t.Fatal(err)
+	}
+}

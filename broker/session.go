@@ -73,6 +73,7 @@ func (s *session) serve() {
 		return
 	}
 	s.conn = conn
+	conn.SetWriteTimeout(s.b.cfg.WriteTimeout)
 	defer conn.ReleaseFDs()
 	s.caller = Caller{ClientID: s.b.nextID.Add(1), PID: cred.PID, UID: cred.UID, GID: cred.GID}
 	s.caller.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(cred.PID)) + "/exe")
@@ -97,9 +98,16 @@ func (s *session) serve() {
 	}()
 	s.readLoop()
 	s.unsubscribeAll()
+	// The writer may be stuck on a peer that half-closed and stopped
+	// reading: give it a moment to finish, never longer.
+	s.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
 	s.doneOnce.Do(func() { close(s.done) })
 	wg.Wait()
 }
+
+// lingerTimeout bounds how long a session that stopped reading may still
+// spend writing what it owes.
+const lingerTimeout = time.Second
 
 // handshake reads Hello and answers Welcome, or PROTOCOL_ERROR.
 func (s *session) handshake() bool {

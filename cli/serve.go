@@ -41,6 +41,7 @@ func serveCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "max-connections", Value: broker.DefaultMaxConnections, Usage: "connections served at once; more are refused"},
 			&ucli.Int64Flag{Name: "max-service-size", Value: shm.DefaultMaxSize, Usage: "largest size of a service file in `BYTES`"},
 			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
+			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "ebpf-audit", Usage: "audit every open and mmap of service files with an eBPF probe (root, or CAP_BPF and CAP_PERFMON)"},
@@ -129,7 +130,7 @@ func serve(c *ucli.Context) error {
 	}
 	cfg := broker.Config{
 		DataDir: dataDir, Backend: c.String("backend"), AuditLog: c.String("audit-log"), Policy: policy,
-		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), Logger: log,
+		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), WriteTimeout: c.Duration("write-timeout"), Logger: log,
 		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
 	}
 	if err := metricsConfig(c, &cfg); err != nil {

@@ -63,8 +63,10 @@ type Conn struct {
 	roobn      int
 	rerr       error
 
-	// write side
-	wmu sync.Mutex
+	// write side, guarded by wmu
+	wmu       sync.Mutex
+	wtimeout  time.Duration
+	wdeadline time.Time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -291,7 +293,33 @@ func (c *Conn) WriteFrame(frame []byte, file *os.File) error {
 	return c.writeLocked(frame, file)
 }
 
+// SetWriteTimeout makes every write fail with os.ErrDeadlineExceeded once it
+// has waited d for the peer to read (0: no limit). The deadline is pushed
+// forward lazily, so a write that does not block costs one clock read.
+func (c *Conn) SetWriteTimeout(d time.Duration) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wtimeout = d
+	c.wdeadline = time.Time{}
+	if d <= 0 {
+		c.uc.SetWriteDeadline(time.Time{})
+	}
+}
+
+// refreshDeadlineLocked keeps the write deadline between d/2 and d ahead.
+func (c *Conn) refreshDeadlineLocked() {
+	if c.wtimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if c.wdeadline.Sub(now) < c.wtimeout/2 {
+		c.wdeadline = now.Add(c.wtimeout)
+		c.uc.SetWriteDeadline(c.wdeadline)
+	}
+}
+
 func (c *Conn) writeLocked(frame []byte, file *os.File) error {
+	c.refreshDeadlineLocked()
 	if file != nil {
 		n, _, err := c.uc.WriteMsgUnix(frame, unix.UnixRights(int(file.Fd())), nil)
 		if err != nil {
@@ -310,6 +338,7 @@ func (c *Conn) writeLocked(frame []byte, file *os.File) error {
 func (c *Conn) WriteFrames(frames net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.refreshDeadlineLocked()
 	_, err := frames.WriteTo(c.uc)
 	return c.wrapWriteErr(err)
 }
@@ -321,7 +350,8 @@ func (c *Conn) wrapWriteErr(err error) error {
 	return err
 }
 
-// SetWriteDeadline bounds how long a write may block.
+// SetWriteDeadline bounds how long a write may block, including one blocked
+// now. With a write timeout set, a later write may push it forward again.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
 
 // SetReadDeadline bounds how long a read may block.
