@@ -51,6 +51,33 @@ func idOf(fi os.FileInfo) (fileID, bool) {
 	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
 }
 
+// ErrNotLocal: the Mapping reads over the socket, so there is no shared
+// memory to wait on; use Service.Subscribe.
+var ErrNotLocal = errors.New("client: mapping is not local")
+
+// ChangeSeq is the service file's change sequence, which the broker bumps
+// after every change it applies. It wraps. Without a local mapping it is 0.
+func (m *Mapping) ChangeSeq() uint32 {
+	if sm := m.cur.Load(); sm != nil {
+		return sm.ChangeSeq()
+	}
+	return 0
+}
+
+// Wait blocks until the change sequence differs from seq (from ChangeSeq,
+// read before the values the caller has) and returns the new sequence. The
+// broker wakes waiters through a futex in the shared file, so a watcher on
+// the same host learns of a change without a message from the broker; it
+// then reads what it needs. Wait fails with ErrNotLocal on the socket
+// fallback, and with ctx's error when ctx ends first.
+func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
+	sm := m.cur.Load()
+	if sm == nil {
+		return seq, ErrNotLocal
+	}
+	return sm.Wait(ctx, seq)
+}
+
 // Map maps the service file through the descriptor the broker passes, or
 // falls back to the socket when the client may read but not map
 // (ErrHybridAccessDenied).

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
@@ -194,5 +195,46 @@ rights = ["read"]
 	want := noMapResult{UID: testutil.Nobody, Local: false, Value: "hello again", Version: 2, Variables: 2}
 	if r != want {
 		t.Fatalf("child saw %+v, want %+v", r, want)
+	}
+}
+
+// TestMappingWait: a mapped watcher is woken by another client's write
+// through the file's futex, with no subscription.
+func TestMappingWait(t *testing.T) {
+	h := start(t, broker.Config{})
+	ctx := t.Context()
+	w := h.dial(t)
+	w.CreateTenant(ctx, "t")
+	svc, err := w.CreateService(ctx, "t", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Allocate(ctx, "v", []byte("0"), 0)
+	r := h.dial(t)
+	rs, _ := r.Service(ctx, "t", "s")
+	m, err := rs.Map(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	seq := m.ChangeSeq()
+	got := make(chan []byte, 1)
+	go func() {
+		if _, err := m.Wait(ctx, seq); err != nil {
+			t.Error(err)
+		}
+		b, _, _ := m.Read("v", nil)
+		got <- b
+	}()
+	if _, err := svc.Write(ctx, "v", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "1" {
+			t.Fatalf("after the wake, v = %q", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watcher not woken")
 	}
 }

@@ -410,13 +410,16 @@ func (f *File) write(idx int, data []byte) (uint64, error) {
 }
 
 // Changed tells watchers of the file that changes were applied: it bumps the
-// change sequence (the futex word) and the change count.
+// change count and the change sequence, and wakes every process waiting on
+// the sequence's futex (Mapping.Wait).
 func (f *File) Changed() {
 	if f.mem == nil {
 		return
 	}
 	u64(f.mem, offChangeCount).Add(1)
-	u32(f.mem, offChangeSeq).Add(1)
+	seq := u32(f.mem, offChangeSeq)
+	seq.Add(1)
+	futexWake(seq)
 }
 
 // alloc takes n bytes (a multiple of Align) for a slot, growing the file if

@@ -32,7 +32,7 @@ const (
 	offFileSize    = 0x18 // u64, bytes a reader may touch
 	offMaxSize     = 0x20 // u64, the file never grows past this
 	offChangeSeq   = 0x28 // u32, futex word, bumped after every applied change
-	offWaiters     = 0x2C // u32, reserved for futex waiters
+	offReserved    = 0x2C // u32, reserved
 	offDirOffset   = 0x30 // u32
 	offDirCapacity = 0x34 // u32
 	offEntrySize   = 0x38 // u32

@@ -7,5 +7,5 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Main(m, testutil.Children{"attack": attackChild})
+	testutil.Main(m, testutil.Children{"attack": attackChild, "wait": waitChild})
 }

@@ -1,0 +1,42 @@
+package shm
+
+import (
+	"context"
+	"time"
+)
+
+// waitSlice bounds one futex sleep, so that Wait notices its context.
+const waitSlice = 50 * time.Millisecond
+
+// Wait blocks until the file's change sequence differs from seq, and returns
+// the new value. Pass the value ChangeSeq returned before reading: changes
+// made since then return at once. It spins briefly before it sleeps on the
+// futex the broker wakes after every change, so a watcher on the same host
+// needs no message from the broker. It returns ctx's error when ctx ends
+// first.
+func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
+	if m.mem == nil {
+		return seq, ErrClosed
+	}
+	w := u32(m.mem, offChangeSeq)
+	for i := 0; i < 200; i++ { // about 10 us: a change that is on its way
+		if cur := w.Load(); cur != seq {
+			return cur, nil
+		}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return seq, err
+		}
+		d := waitSlice
+		if dl, ok := ctx.Deadline(); ok {
+			d = min(d, time.Until(dl))
+		}
+		if d > 0 {
+			futexWait(w, seq, d)
+		}
+		if cur := w.Load(); cur != seq {
+			return cur, nil
+		}
+	}
+}
