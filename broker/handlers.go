@@ -3,8 +3,10 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/commy/commy/ipc"
@@ -145,7 +147,7 @@ func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, erro
 func (s *session) listTenants() (ipc.Message, *os.File, error) {
 	p := s.b.policy.Load()
 	s.b.mu.RLock()
-	ids := sortedKeys(s.b.tenants)
+	ids := slices.Sorted(maps.Keys(s.b.tenants))
 	s.b.mu.RUnlock()
 	out := make([]string, 0, len(ids))
 	for _, id := range ids {
@@ -264,7 +266,7 @@ func (s *session) listServices(m *ipc.ListServices) (ipc.Message, *os.File, erro
 	t := s.b.tenants[m.TenantID]
 	var svcs []*service
 	if t != nil {
-		for _, name := range sortedKeys(t.services) {
+		for _, name := range slices.Sorted(maps.Keys(t.services)) {
 			svcs = append(svcs, t.services[name])
 		}
 	}

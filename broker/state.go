@@ -3,9 +3,10 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -190,7 +191,7 @@ func (b *Broker) usage() []tenantUsage {
 		svc *service
 	}
 	b.mu.RLock()
-	ids := sortedKeys(b.tenants)
+	ids := slices.Sorted(maps.Keys(b.tenants))
 	out := make([]tenantUsage, len(ids))
 	all := make([]svcOf, 0, len(b.services))
 	for i, id := range ids {
@@ -210,14 +211,5 @@ func (b *Broker) usage() []tenantUsage {
 		}
 		s.svc.mu.RUnlock()
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -409,30 +411,21 @@ func statsCommand() *ucli.Command {
 				{"probe_events", fmt.Sprint(st.ProbeEvents)},
 				{"probe_lost", fmt.Sprint(st.ProbeLost)},
 			}
-			for _, k := range sortedKeys(st.Requests) {
+			for _, k := range slices.Sorted(maps.Keys(st.Requests)) {
 				rows = append(rows, []string{"requests." + k, fmt.Sprint(st.Requests[k])})
-				for _, code := range sortedKeys(st.RequestErrors[k]) {
+				for _, code := range slices.Sorted(maps.Keys(st.RequestErrors[k])) {
 					rows = append(rows, []string{"requests." + k + "." + code, fmt.Sprint(st.RequestErrors[k][code])})
 				}
 			}
-			for _, k := range sortedKeys(st.Errors) {
+			for _, k := range slices.Sorted(maps.Keys(st.Errors)) {
 				rows = append(rows, []string{"errors." + k, fmt.Sprint(st.Errors[k])})
 			}
-			for _, k := range sortedKeys(st.AuditEvents) {
+			for _, k := range slices.Sorted(maps.Keys(st.AuditEvents)) {
 				rows = append(rows, []string{"audit_events." + k, fmt.Sprint(st.AuditEvents[k])})
 			}
 			return table(c.App.Writer, "FIGURE\tVALUE", rows)
 		}),
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func createCommand() *ucli.Command {
