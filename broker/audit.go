@@ -137,8 +137,9 @@ func (a *Audit) write(buf []byte, n int) {
 		return
 	}
 	if _, err := a.w.Write(buf); err != nil {
-		a.errs.Add(uint64(n))
+		// Log before counting: whoever sees the count also finds the log line.
 		a.log.Error("audit log write failed: records lost", "records", n, "err", err)
+		a.errs.Add(uint64(n))
 	}
 }
 
