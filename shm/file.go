@@ -146,6 +146,9 @@ func (f *File) Size() int64 { return int64(f.size) }
 // Len is the number of live variables.
 func (f *File) Len() int { return len(f.index) }
 
+// Changes is the number of changes applied to the file since it was made.
+func (f *File) Changes() uint64 { return u64(f.mem, offChangeCount).Load() }
+
 // Names identify the tenant and service the file belongs to.
 func (f *File) Names() (tenant, service string) { return headerNames(f.mem) }
 

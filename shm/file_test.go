@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -266,5 +267,97 @@ func TestChangeSeq(t *testing.T) {
 	f.Changed()
 	if m.ChangeSeq() != s0+2 {
 		t.Fatalf("change seq %d -> %d", s0, m.ChangeSeq())
+	}
+}
+
+func TestRestoreMemfd(t *testing.T) {
+	f, err := CreateMemfd("acme", "orders", Options{MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Allocate("a", []byte("alpha"), 0)
+	f.Allocate("gone", []byte("x"), 0)
+	big := bytes.Repeat([]byte("B"), 200<<10) // grows the file past its first size
+	if _, err := f.Allocate("big", big, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Write("a", []byte("alpha2"))
+	f.Deallocate("gone")
+	// What a service manager holds: a read-only descriptor; the broker that
+	// made the memfd is gone.
+	kept, err := f.OpenReadOnly()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	f.Close()
+
+	g, err := RestoreMemfd(kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if tn, sn := g.Names(); tn != "acme" || sn != "orders" {
+		t.Fatalf("names %q %q", tn, sn)
+	}
+	if got, v := mustRead(t, g, "a"); string(got) != "alpha2" || v != 2 {
+		t.Fatalf("a: %q v%d", got, v)
+	}
+	if got, _ := mustRead(t, g, "big"); !bytes.Equal(got, big) {
+		t.Fatalf("big: %d bytes", len(got))
+	}
+	if g.Has("gone") || g.Len() != 2 {
+		t.Fatalf("restored %v", g.Variables())
+	}
+	// The copy takes writes, a client maps it, and the original is untouched.
+	if _, err := g.Write("a", []byte("alpha3")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := mustRead(t, mapFile(t, g), "a"); string(got) != "alpha3" {
+		t.Fatalf("mapped copy: %q", got)
+	}
+	m, err := Map(kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got, _ := mustRead(t, m, "a"); string(got) != "alpha2" {
+		t.Fatalf("original after the copy was written: %q", got)
+	}
+	// The copy is sealed like a new memfd: not even its owner gets a new
+	// writable mapping.
+	rw, err := os.OpenFile(g.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	if _, err := mapShared(rw, 4096, true); err == nil {
+		t.Fatal("the restored memfd maps writable")
+	}
+}
+
+func TestRestoreMemfdRejects(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.mem")
+	f, err := Create(path, "acme", "orders", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	regular, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer regular.Close()
+	if _, err := RestoreMemfd(regular); err == nil || !strings.Contains(err.Error(), "not a sealable memfd") {
+		t.Errorf("a regular file: %v", err)
+	}
+	garbage, err := memfdCreate("garbage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	garbage.Write(bytes.Repeat([]byte{0xAB}, 8192))
+	if _, err := RestoreMemfd(garbage); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("garbage: %v", err)
 	}
 }

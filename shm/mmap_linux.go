@@ -73,3 +73,12 @@ func sealMemfd(f *os.File) error {
 	}
 	return nil
 }
+
+// checkMemfd fails unless f is a memfd that allows sealing: F_GET_SEALS
+// fails on anything else.
+func checkMemfd(f *os.File) error {
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); err != nil {
+		return fmt.Errorf("not a sealable memfd: %w", os.NewSyscallError("fcntl", err))
+	}
+	return nil
+}

@@ -25,6 +25,68 @@ func Open(path string) (*File, error) {
 	return sf, nil
 }
 
+// RestoreMemfd copies the service held by src, a memfd made by CreateMemfd
+// in an earlier broker process (typically kept for it in systemd's file
+// descriptor store), into a new sealed memfd, and repairs the copy as Open
+// does. src is only read, so it may be a read-only descriptor; it is neither
+// changed nor closed. A copy is needed because a memfd sealed against future
+// writes can never be mapped writable again.
+func RestoreMemfd(src *os.File) (*File, error) {
+	sf, err := restoreMemfd(src)
+	if err != nil {
+		return nil, fmt.Errorf("shm: restore memfd %s: %w", src.Name(), err)
+	}
+	return sf, nil
+}
+
+func restoreMemfd(src *os.File) (*File, error) {
+	if err := checkMemfd(src); err != nil {
+		return nil, err
+	}
+	fi, err := src.Stat()
+	if err != nil {
+		return nil, err
+	}
+	page := make([]byte, HeaderSize)
+	if _, err := io.ReadFull(io.NewSectionReader(src, 0, HeaderSize), page); err != nil {
+		return nil, fmt.Errorf("%w: short header: %w", ErrCorrupt, err)
+	}
+	h, err := parseHeader(page, uint64(fi.Size()))
+	if err != nil {
+		return nil, err
+	}
+	tenant, service := headerNames(page)
+	size := min(uint64(fi.Size()), h.maxSize) &^ 4095
+	dst, err := memfdCreate("commy:" + tenant + "/" + service)
+	if err != nil {
+		return nil, err
+	}
+	sf, err := func() (*File, error) {
+		if err := reserve(dst, 0, size); err != nil {
+			return nil, err
+		}
+		buf := make([]byte, 1<<20)
+		if _, err := io.CopyBuffer(io.NewOffsetWriter(dst, 0), io.NewSectionReader(src, 0, int64(size)), buf); err != nil {
+			return nil, fmt.Errorf("copy: %w", err)
+		}
+		sf, err := open(dst, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), dst.Fd()))
+		if err != nil {
+			return nil, err
+		}
+		sf.memfd = true
+		if err := sealMemfd(dst); err != nil {
+			unmap(sf.mem)
+			return nil, err
+		}
+		return sf, nil
+	}()
+	if err != nil {
+		dst.Close()
+		return nil, err
+	}
+	return sf, nil
+}
+
 func open(f *os.File, path string) (*File, error) {
 	fi, err := f.Stat()
 	if err != nil {
