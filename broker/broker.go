@@ -19,7 +19,7 @@ import (
 // Backends for service files.
 const (
 	BackendFile  = "file"  // files under the data directory, recovered on start
-	BackendMemfd = "memfd" // sealed memfds, gone when the broker exits
+	BackendMemfd = "memfd" // sealed memfds, gone when the broker exits unless kept in an FDStore
 )
 
 // Version is the broker's version, reported in Welcome and Stats.
@@ -55,6 +55,14 @@ type Config struct {
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
+
+	// FDStore, with the memfd backend, keeps every tenant and service while
+	// the broker restarts; see FDStore.
+	FDStore FDStore
+	// Restore are the descriptors an earlier broker put in the FDStore (memfd
+	// backend). New restores their tenants and services, and closes every
+	// one of them, even when it fails.
+	Restore []StoredFD
 
 	// Metrics makes the broker time every request for the latency
 	// histograms of Collector. Off, the request path reads no clock.
@@ -98,6 +106,11 @@ type Broker struct {
 // New opens the data directory, recovers the services it holds (file
 // backend) and opens the audit log.
 func New(cfg Config) (*Broker, error) {
+	defer func() {
+		for _, fd := range cfg.Restore {
+			fd.File.Close()
+		}
+	}()
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("%w: no data directory", ErrConfig)
 	}

@@ -106,7 +106,9 @@ func (s *session) createTenant(m *ipc.CreateTenant) (ipc.Message, *os.File, erro
 			return nil, nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
 		}
 	}
-	b.tenants[m.TenantID] = &tenant{id: m.TenantID, services: map[string]*service{}}
+	t := &tenant{id: m.TenantID, services: map[string]*service{}}
+	b.storeTenant(t)
+	b.tenants[m.TenantID] = t
 	s.auditf(Record{Event: EventAdmin, Request: "CreateTenant", Tenant: m.TenantID})
 	return &ipc.Tenant{TenantID: m.TenantID}, nil, nil
 }
@@ -137,6 +139,7 @@ func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, erro
 	if b.cfg.Backend == BackendFile {
 		errs = append(errs, os.RemoveAll(filepath.Join(b.cfg.DataDir, m.TenantID)))
 	}
+	b.unstore(t.fdName)
 	s.auditf(Record{Event: EventAdmin, Request: "DeleteTenant", Tenant: m.TenantID})
 	if err := errors.Join(errs...); err != nil {
 		b.log.Error("delete tenant: files left behind", "tenant", m.TenantID, "err", err)
@@ -183,6 +186,7 @@ func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, er
 		return nil, nil, shmErr(err, serviceID(m.TenantID, m.ServiceName))
 	}
 	svc := &service{id: serviceID(m.TenantID, m.ServiceName), tenant: m.TenantID, name: m.ServiceName, file: f, subs: map[*session]*subscription{}}
+	b.storeService(svc)
 	t.services[svc.name] = svc
 	b.services[svc.id] = svc
 	b.watchFile(svc)
@@ -252,6 +256,7 @@ func (b *Broker) dropService(svc *service) error {
 	svc.deleted = true
 	fi, _ := svc.file.Stat()
 	path := svc.file.Path()
+	b.unstore(svc.fdName)
 	err := svc.file.Remove()
 	b.unwatchFile(svc, path, fi)
 	return err

@@ -18,6 +18,7 @@ import (
 type tenant struct {
 	id       string
 	services map[string]*service
+	fdName   string // in Config.FDStore, or ""
 }
 
 // service is one service and its file. mu guards the file: readers of the
@@ -28,6 +29,7 @@ type service struct {
 
 	mu      sync.RWMutex
 	file    *shm.File
+	fdName  string // in Config.FDStore, or ""
 	deleted bool
 	subs    map[*session]*subscription
 }
@@ -72,8 +74,10 @@ func (b *Broker) createFile(tenant, service string) (*shm.File, error) {
 }
 
 // recover loads every tenant and service of the file backend from the data
-// directory. A file that cannot be used is logged and left where it is.
+// directory, or of the memfd backend from Config.Restore. A file that cannot
+// be used is logged and left where it is.
 func (b *Broker) recover() error {
+	b.restore()
 	if b.cfg.Backend != BackendFile {
 		return nil
 	}
