@@ -69,11 +69,12 @@ install: build man
 	install -D -m 0644 bin/commy.1 $(DESTDIR)$(MANDIR)/man1/commy.1
 	install -D -m 0644 contrib/systemd/commy.socket $(DESTDIR)$(UNITDIR)/commy.socket
 	mkdir -p bin/systemd
-	for f in commy.service commy.service.d/ebpf.conf.example; do \
+	for f in commy.service commy.service.d/ebpf.conf.example commy.service.d/memfd.conf.example; do \
 		sed 's|/usr/local/bin/commy|$(BINDIR)/commy|g' contrib/systemd/$$f > bin/systemd/$${f##*/} && \
 		install -D -m 0644 bin/systemd/$${f##*/} $(DESTDIR)$(UNITDIR)/$$f || exit 1; \
 	done
 	@echo "installed:"
 	@printf '  %s\n' $(DESTDIR)$(BINDIR)/commy $(DESTDIR)$(MANDIR)/man1/commy.1 \
 		$(DESTDIR)$(UNITDIR)/commy.socket $(DESTDIR)$(UNITDIR)/commy.service \
-		$(DESTDIR)$(UNITDIR)/commy.service.d/ebpf.conf.example
+		$(DESTDIR)$(UNITDIR)/commy.service.d/ebpf.conf.example \
+		$(DESTDIR)$(UNITDIR)/commy.service.d/memfd.conf.example

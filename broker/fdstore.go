@@ -116,6 +116,10 @@ func (b *Broker) restore() {
 			"backend", b.cfg.Backend, "descriptors", len(fds))
 		return
 	}
+	if b.cfg.FDStore == nil {
+		b.log.Warn("fd store: restoring without an FDStore; changes from now on are lost at the next restart, " +
+			"which restores the stored originals again")
+	}
 	tenantOf := func(id string) *tenant {
 		t := b.tenants[id]
 		if t == nil {

@@ -30,7 +30,8 @@ func serveCommand() *ucli.Command {
 			"finish in-flight requests, flush the audit log, remove the socket file). SIGHUP reloads the policy.\n" +
 			"Under systemd it serves the sockets a socket unit passes (LISTEN_FDS; --socket is then ignored and\n" +
 			"the socket file left to systemd) and reports readiness, reloads, status and watchdog pings through\n" +
-			"NOTIFY_SOCKET (Type=notify, WatchdogSec=).",
+			"NOTIFY_SOCKET (Type=notify, WatchdogSec=). With --backend memfd it keeps every tenant and service in the\n" +
+			"unit's file descriptor store (FileDescriptorStoreMax=) and restores them when systemd starts it again.",
 		Flags: append([]ucli.Flag{
 			&ucli.StringFlag{Name: "data-dir", Usage: "service files and the audit log (default: beside the socket)", EnvVars: []string{"COMMY_DATA_DIR"}},
 			&ucli.StringFlag{Name: "backend", Value: broker.BackendFile, Usage: "service file backend: file (persistent) or memfd (sealed, in memory)"},
@@ -44,6 +45,7 @@ func serveCommand() *ucli.Command {
 			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
+			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
 			&ucli.BoolFlag{Name: "ebpf-audit", Usage: "audit every open and mmap of service files with an eBPF probe (root, or CAP_BPF and CAP_PERFMON)"},
 		}, metricsFlags()...),
 		Action: serve,
@@ -100,7 +102,7 @@ func serve(c *ucli.Context) error {
 	defer signal.Stop(sigs)
 
 	socket := socketOf(c)
-	inherited, err := systemdListeners()
+	inherited, stored, err := systemdFDs()
 	if err != nil {
 		return err
 	}
@@ -135,7 +137,16 @@ func serve(c *ucli.Context) error {
 	}
 	if err := metricsConfig(c, &cfg); err != nil {
 		closeListeners(inherited)
+		closeStored(stored)
 		return err
+	}
+	store, err := fdStoreConfig(c, &cfg, stored, log)
+	if err != nil {
+		closeListeners(inherited)
+		return err
+	}
+	if store != nil {
+		defer store.Close() // after serveUntilSignal has shut the broker down
 	}
 	if c.Bool("ebpf-audit") {
 		cfg.Probe = startProbe(log)
@@ -170,6 +181,29 @@ func serve(c *ucli.Context) error {
 	log.Info("commy broker serving", "socket", paths, "socket_activated", len(inherited) > 0, "data_dir", dataDir,
 		"backend", cfg.Backend, "policy", policyFile, "version", broker.Version, "pid", os.Getpid())
 	return serveUntilSignal(b, ls, sigs, policyFile, watchdog, log)
+}
+
+// fdStoreConfig sets cfg.FDStore and cfg.Restore for the memfd backend
+// under systemd, and closes the stored descriptors it does not hand on. It
+// returns the store it made, or nil.
+func fdStoreConfig(c *ucli.Context, cfg *broker.Config, stored []broker.StoredFD, log *slog.Logger) (*fdStore, error) {
+	use := cfg.Backend == broker.BackendMemfd && c.Bool("fd-store") && os.Getenv("NOTIFY_SOCKET") != ""
+	if !use {
+		if len(stored) > 0 {
+			log.Warn("fd store: descriptors passed back are ignored; they stay in the store", "descriptors", len(stored),
+				"backend", cfg.Backend, "fd_store", c.Bool("fd-store"))
+		}
+		closeStored(stored)
+		return nil, nil
+	}
+	s, err := newFDStore(log)
+	if err != nil {
+		closeStored(stored)
+		return nil, err
+	}
+	cfg.FDStore, cfg.Restore = s, stored
+	log.Info("fd store: keeping tenants and services in systemd's file descriptor store", "restoring", len(stored), "max", s.max)
+	return s, nil
 }
 
 // serveUntilSignal serves b on every listener until SIGINT or SIGTERM,

@@ -13,12 +13,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/commy/commy/broker"
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 )
 
 // listenFDsStart corresponds to SD_LISTEN_FDS_START: the first passed fd.
@@ -75,20 +77,25 @@ func parseListenEnv(getenv func(string) string, pid int) (listenEnv, error) {
 	return listenEnv{n: n, names: names}, nil
 }
 
-// systemdListeners returns the sockets systemd passed to this process, or
-// none when it was not socket-activated. Each must be a listening AF_UNIX
-// SOCK_STREAM socket. The listeners never remove their socket file on
-// Close: the socket unit owns it.
-func systemdListeners() ([]*net.UnixListener, error) {
+// systemdFDs returns what systemd passed to this process: the listening
+// sockets of a socket unit, and the descriptors a previous broker put in the
+// file descriptor store (their names satisfy broker.IsStoredName). It returns
+// none when nothing was passed. Each socket must be a listening AF_UNIX
+// SOCK_STREAM socket; the listeners never remove their socket file on Close,
+// because the socket unit owns it.
+func systemdFDs() ([]*net.UnixListener, []broker.StoredFD, error) {
 	env, err := parseListenEnv(os.Getenv, os.Getpid())
 	if err != nil || env.n == 0 {
-		return nil, err
+		return nil, nil, err
 	}
 	// Check every descriptor before go-systemd wraps them in os.Files, so that
 	// an error never closes a descriptor this process did not inherit.
 	for i, name := range env.names {
+		if broker.IsStoredName(name) {
+			continue // the broker checks these as it restores them
+		}
 		if err := checkListenFD(listenFDsStart+i, name); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// Files sets close-on-exec and unsets the variables; it returns nil only
@@ -98,11 +105,18 @@ func systemdListeners() ([]*net.UnixListener, error) {
 		for _, f := range files {
 			f.Close()
 		}
-		return nil, fmt.Errorf("%w: %d descriptors from LISTEN_FDS=%d", errActivation, len(files), env.n)
+		return nil, nil, fmt.Errorf("%w: %d descriptors from LISTEN_FDS=%d", errActivation, len(files), env.n)
 	}
-	ls := make([]*net.UnixListener, 0, len(files))
-	var errs []error
-	for _, f := range files {
+	var (
+		ls     []*net.UnixListener
+		stored []broker.StoredFD
+		errs   []error
+	)
+	for i, f := range files {
+		if broker.IsStoredName(env.names[i]) {
+			stored = append(stored, broker.StoredFD{Name: env.names[i], File: f})
+			continue
+		}
 		l, err := net.FileListener(f) // a dup; f is closed below
 		f.Close()
 		if err != nil {
@@ -119,12 +133,17 @@ func systemdListeners() ([]*net.UnixListener, error) {
 		ls = append(ls, ul)
 	}
 	if err := errors.Join(errs...); err != nil {
-		for _, l := range ls {
-			l.Close()
-		}
-		return nil, err
+		closeListeners(ls)
+		closeStored(stored)
+		return nil, nil, err
 	}
-	return ls, nil
+	return ls, stored, nil
+}
+
+func closeStored(fds []broker.StoredFD) {
+	for _, fd := range fds {
+		fd.File.Close()
+	}
 }
 
 // socketPath is the file a Unix listener is bound to, or "" for an unnamed
@@ -207,4 +226,108 @@ func watchdogInterval() (time.Duration, error) {
 		return 0, fmt.Errorf("systemd watchdog: %w", err)
 	}
 	return d, nil
+}
+
+// fdStore is systemd's file descriptor store (FDSTORE=1 in sd_notify(3)),
+// reached through NOTIFY_SOCKET. Systemd keeps what is stored while the
+// service restarts, and passes it back through LISTEN_FDS. The unit must
+// allow it with FileDescriptorStoreMax=; systemd drops the descriptors
+// beyond that number, and logs it. It is safe for concurrent use.
+type fdStore struct {
+	log  *slog.Logger
+	max  int // $FDSTORE (systemd 254 and later), or 0 when not told
+	mu   sync.Mutex
+	conn *net.UnixConn
+	kept map[string]bool // names stored
+	over bool            // the warning about max was given
+}
+
+// fdStoreTimeout bounds how long a request waits for systemd to take a
+// message off a full NOTIFY_SOCKET.
+const fdStoreTimeout = time.Second
+
+// newFDStore connects to NOTIFY_SOCKET.
+func newFDStore(log *slog.Logger) (*fdStore, error) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil, errors.New("fd store: NOTIFY_SOCKET is not set")
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("fd store: %w", err)
+	}
+	max, _ := strconv.Atoi(os.Getenv("FDSTORE"))
+	return &fdStore{log: log, max: max, conn: conn, kept: map[string]bool{}}, nil
+}
+
+// Store implements broker.FDStore.
+func (s *fdStore) Store(name string, f *os.File) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("fd store: %w", err)
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		serr = s.send("FDSTORE=1\nFDPOLL=0\nFDNAME="+name, unix.UnixRights(int(fd)))
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kept[name] = true
+	if s.max > 0 && len(s.kept) > s.max && !s.over {
+		s.over = true
+		s.log.Warn("fd store: more tenants and services than FileDescriptorStoreMax=; systemd drops the rest, "+
+			"which then do not survive a restart", "max", s.max)
+	}
+	return nil
+}
+
+// Remove implements broker.FDStore.
+func (s *fdStore) Remove(name string) error {
+	if err := s.send("FDSTOREREMOVE=1\nFDNAME="+name, nil); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.kept, name)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *fdStore) send(state string, oob []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return errors.New("fd store: closed")
+	}
+	// WriteMsgUnix refuses a connected datagram socket: send on the raw one,
+	// which still waits in the poller, bounded by the deadline.
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("fd store: %w", err)
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(fdStoreTimeout))
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), []byte(state), oob, nil, 0)
+		return serr != unix.EAGAIN
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return fmt.Errorf("fd store: sd_notify: %w", os.NewSyscallError("sendmsg", err))
+	}
+	return nil
+}
+
+// Close closes the connection to NOTIFY_SOCKET; what was stored stays with
+// systemd. It is safe to call more than once.
+func (s *fdStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return nil
+	}
+	err := s.conn.Close()
+	s.conn = nil
+	return err
 }
