@@ -29,6 +29,22 @@ func indexEqual(k impl, a, b []byte) int {
 	return indexEqualGeneric(a, b)
 }
 
+// diffWhole is diff in one kernel call per filling of dst, for the
+// implementations that have one; ok is false for the others.
+func diffWhole(k impl, a, b []byte, dst []Range) (_ []Range, ok bool) {
+	if k != implAVX512 {
+		return dst, false
+	}
+	for off := 0; ; {
+		n, stop := rangesAVX512(a[off:], b[off:len(a)], dst[len(dst):cap(dst)], off)
+		dst = dst[:len(dst)+n]
+		if off += stop; off == len(a) {
+			return dst, true
+		}
+		dst = append(dst, Range{})[:len(dst)] // full: grow as append does
+	}
+}
+
 // The assembly kernels in diff_amd64.s read len(a) bytes of a and b. The
 // AVX2 ones need AVX2; the AVX-512 ones need AVX-512F and AVX-512BW.
 
@@ -43,3 +59,11 @@ func indexDiffAVX512(a, b []byte) int
 
 //go:noescape
 func indexEqualAVX512(a, b []byte) int
+
+// rangesAVX512 writes the ranges where a and b differ, shifted by off, to
+// dst[:cap(dst)] and returns how many. When dst is full it stops before the
+// range that does not fit and returns its first byte as stop; otherwise stop
+// is len(a). It needs AVX-512F, AVX-512BW, BMI1, BMI2 and POPCNT.
+//
+//go:noescape
+func rangesAVX512(a, b []byte, dst []Range, off int) (n, stop int)

@@ -576,3 +576,148 @@ eq5_masked:
 	TESTQ      CX, CX
 	JNZ        eq5_found
 	JMP        eq5_none
+
+// func rangesAVX512(a, b []byte, dst []Range, off int) (n, stop int)
+// Requires: AVX512F, AVX512BW, BMI1, BMI2, POPCNT
+//
+// rangesAVX512 is Diff in one call: it writes the ranges where a and b
+// differ, shifted by off, to dst[0:cap(dst)] and returns how many it wrote.
+// It stops early, before a range that would not fit, and returns the offset
+// of that range's first byte as stop; otherwise stop is len(a).
+//
+// Registers: SI = &a[0], DI = &b[0], BX = len(a), AX = offset of the current
+// chunk, R8 = start of the open range or -1, R9 = next Range in dst, R10 =
+// end of dst's capacity, R12 = off, CX = mask of the bytes of the chunk that
+// differ, R13 = mask of the chunk's bytes (64 ones, or fewer for a partial
+// chunk), DX and R11 scratch.
+//
+// Chunks are 64 bytes, aligned on a, except for a partial chunk at each end,
+// which masked loads read without touching bytes past it. While no range is
+// open, aligned runs of four chunks are tested with one branch.
+TEXT ·rangesAVX512(SB), NOSPLIT, $0-96
+	MOVQ a_base+0(FP), SI
+	MOVQ a_len+8(FP), BX
+	MOVQ b_base+24(FP), DI
+	MOVQ dst_base+48(FP), R9
+	MOVQ dst_cap+64(FP), R10
+	SHLQ $4, R10
+	ADDQ R9, R10
+	MOVQ off+72(FP), R12
+	XORQ AX, AX
+	MOVQ $-1, R8
+
+ranges5_loop:
+	MOVQ BX, DX
+	SUBQ AX, DX // DX = bytes left
+	JZ   ranges5_finish
+	LEAQ (SI)(AX*1), R11
+	ANDQ $63, R11
+	JNZ  ranges5_partial
+	CMPQ DX, $64
+	JB   ranges5_partial
+	TESTQ R8, R8
+	JNS  ranges5_single // an open range is followed chunk by chunk
+	CMPQ DX, $256
+	JB   ranges5_single
+	LEAQ -256(BX), R11
+
+	PCALIGN $32
+
+ranges5_quad:
+	VMOVDQU64  (SI)(AX*1), Z0
+	VMOVDQU64  64(SI)(AX*1), Z1
+	VMOVDQU64  128(SI)(AX*1), Z2
+	VMOVDQU64  192(SI)(AX*1), Z3
+	VPXORQ     (DI)(AX*1), Z0, Z0
+	VPXORQ     64(DI)(AX*1), Z1, Z1
+	VPXORQ     128(DI)(AX*1), Z2, Z2
+	VPXORQ     192(DI)(AX*1), Z3, Z3
+	VPORQ      Z0, Z1, Z4
+	VPTERNLOGQ $0xfe, Z2, Z3, Z4 // Z4 |= Z3 | Z2
+	VPTESTMB   Z4, Z4, K1
+	KORTESTQ   K1, K1
+	JNZ        ranges5_single
+	ADDQ       $256, AX
+	CMPQ       AX, R11
+	JLE        ranges5_quad
+	JMP        ranges5_loop
+
+ranges5_single:
+	VMOVDQU64 (SI)(AX*1), Z0
+	VPXORQ    (DI)(AX*1), Z0, Z0
+	VPTESTMB  Z0, Z0, K1 // K1 marks nonzero bytes of a^b: differences
+	KMOVQ     K1, CX
+	MOVQ      $-1, R13
+	JMP       ranges5_chunk
+
+ranges5_partial:
+	// R13 = min(bytes left, bytes to a's next 64-byte boundary).
+	MOVQ       $64, R13
+	SUBQ       R11, R13
+	CMPQ       DX, R13
+	CMOVQLT    DX, R13
+	MOVQ       $-1, R11
+	BZHIQ      R13, R11, R13 // R13 = one bit per byte of the chunk
+	KMOVQ      R13, K2
+	VMOVDQU8.Z (SI)(AX*1), K2, Z0
+	VMOVDQU8.Z (DI)(AX*1), K2, Z1
+	VPXORQ     Z1, Z0, Z0
+	VPTESTMB   Z0, Z0, K1
+	KMOVQ      K1, CX
+
+ranges5_chunk:
+	TESTQ R8, R8
+	JNS   ranges5_open
+
+ranges5_closed:
+	TESTQ   CX, CX
+	JZ      ranges5_next
+	CMPQ    R9, R10
+	JAE     ranges5_full
+	TZCNTQ  CX, DX
+	LEAQ    (AX)(DX*1), R8 // a range opens at its first differing byte
+	BLSMSKQ CX, DX
+	ORQ     DX, CX         // CX's trailing ones now run from bit 0
+
+ranges5_open:
+	ANDNQ  R13, CX, DX // DX = equal bytes of the chunk
+	TESTQ  DX, DX
+	JZ     ranges5_next // the range goes on into the next chunk
+	TZCNTQ DX, DX
+	LEAQ   (AX)(DX*1), R11
+	ADDQ   R12, R11
+	ADDQ   R12, R8
+	MOVQ   R8, (R9)
+	MOVQ   R11, 8(R9)
+	ADDQ   $16, R9
+	MOVQ   $-1, R8
+	LEAQ   1(CX), DX
+	ANDQ   DX, CX // clear the range's bits, CX's trailing ones
+	JMP    ranges5_closed
+
+ranges5_next:
+	POPCNTQ R13, DX
+	ADDQ    DX, AX
+	JMP     ranges5_loop
+
+ranges5_full:
+	TZCNTQ CX, DX
+	ADDQ   DX, AX
+	JMP    ranges5_return
+
+ranges5_finish:
+	TESTQ R8, R8
+	JS    ranges5_return
+	ADDQ  R12, R8
+	MOVQ  R8, (R9)
+	LEAQ  (BX)(R12*1), R11
+	MOVQ  R11, 8(R9)
+	ADDQ  $16, R9
+
+ranges5_return:
+	SUBQ       dst_base+48(FP), R9
+	SHRQ       $4, R9
+	MOVQ       R9, n+80(FP)
+	MOVQ       AX, stop+88(FP)
+	VZEROUPPER
+	RET

@@ -17,7 +17,7 @@ func wantImpl(env string) string {
 	if cpu.X86.HasAVX2 {
 		want = "avx2"
 	}
-	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW {
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasBMI1 && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT {
 		want = "avx512"
 	}
 	switch env {
