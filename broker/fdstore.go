@@ -137,11 +137,7 @@ func (b *Broker) restore() {
 				b.stats.recoverErrors.Add(1)
 				continue
 			}
-			t := tenantOf(id)
-			if t.fdName != "" && t.fdName != fd.Name {
-				b.unstore(fd.Name)
-			}
-			t.fdName = fd.Name
+			tenantOf(id).fdName = fd.Name
 		case strings.HasPrefix(fd.Name, fdServicePrefix):
 			b.restoreService(fd, tenantOf)
 		default:
