@@ -153,6 +153,23 @@ func (m *storeManager) restartCommand(t *testing.T, listener *os.File, args ...s
 	return cmd
 }
 
+// socketUnit is the listening socket a socket unit would pass, as a file.
+func socketUnit(t *testing.T, sock string) *os.File {
+	t.Helper()
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul.SetUnlinkOnClose(false)
+	defer ul.Close()
+	f, err := ul.File() // a dup that keeps listening
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(); os.Remove(sock) })
+	return f
+}
+
 // TestFDStore runs a memfd broker under a service manager with a file
 // descriptor store, kills it with SIGKILL, and finds every acknowledged
 // write in the broker systemd would start next.
@@ -160,16 +177,7 @@ func TestFDStore(t *testing.T) {
 	dir := shortDir(t)
 	m := listenStore(t, dir)
 	sock := filepath.Join(dir, "commy.sock")
-	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ul.Close()
-	listener, err := ul.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close()
+	listener := socketUnit(t, sock)
 	args := []string{"serve", "--backend", "memfd", "--data-dir", filepath.Join(dir, "data")}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -243,16 +251,7 @@ func TestFDStoreOff(t *testing.T) {
 	dir := shortDir(t)
 	m := listenStore(t, dir)
 	sock := filepath.Join(dir, "commy.sock")
-	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ul.Close()
-	listener, err := ul.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close()
+	listener := socketUnit(t, sock)
 	marker, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)

@@ -43,20 +43,11 @@ func restoreMemfd(src *os.File) (*File, error) {
 	if err := checkMemfd(src); err != nil {
 		return nil, err
 	}
-	fi, err := src.Stat()
-	if err != nil {
-		return nil, err
-	}
-	page := make([]byte, HeaderSize)
-	if _, err := io.ReadFull(io.NewSectionReader(src, 0, HeaderSize), page); err != nil {
-		return nil, fmt.Errorf("%w: short header: %w", ErrCorrupt, err)
-	}
-	h, err := parseHeader(page, uint64(fi.Size()))
+	page, _, size, err := readHeader(src)
 	if err != nil {
 		return nil, err
 	}
 	tenant, service := headerNames(page)
-	size := min(uint64(fi.Size()), h.maxSize) &^ 4095
 	dst, err := memfdCreate("commy:" + tenant + "/" + service)
 	if err != nil {
 		return nil, err
@@ -87,22 +78,29 @@ func restoreMemfd(src *os.File) (*File, error) {
 	return sf, nil
 }
 
-func open(f *os.File, path string) (*File, error) {
+// readHeader reads and checks the header page of f. size is how much of f
+// holds service data: its length in whole pages, up to the header's maximum.
+// The file may have grown before a crash kept the header from saying so.
+func readHeader(f *os.File) (page []byte, h header, size uint64, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, h, 0, err
 	}
-	page := make([]byte, HeaderSize)
+	page = make([]byte, HeaderSize)
 	if _, err := io.ReadFull(io.NewSectionReader(f, 0, HeaderSize), page); err != nil {
-		return nil, fmt.Errorf("%w: short header: %w", ErrCorrupt, err)
+		return nil, h, 0, fmt.Errorf("%w: short header: %w", ErrCorrupt, err)
 	}
-	size := uint64(fi.Size())
-	h, err := parseHeader(page, size)
+	if h, err = parseHeader(page, uint64(fi.Size())); err != nil {
+		return nil, h, 0, err
+	}
+	return page, h, min(uint64(fi.Size()), h.maxSize) &^ 4095, nil
+}
+
+func open(f *os.File, path string) (*File, error) {
+	_, h, size, err := readHeader(f)
 	if err != nil {
 		return nil, err
 	}
-	// The file may have grown before a crash kept the header from saying so.
-	size = min(size, h.maxSize) &^ 4095
 	mem, err := mapShared(f, int(h.maxSize), true)
 	if err != nil {
 		return nil, err
