@@ -37,7 +37,9 @@ func supported() impl {
 	switch {
 	case !haveAsm:
 		return implGeneric
-	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasBMI1 && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT:
+	case !cpu.X86.HasBMI1 || !cpu.X86.HasBMI2 || !cpu.X86.HasPOPCNT:
+		return implGeneric // every AVX2 CPU has them; a VM may hide them
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW:
 		return implAVX512
 	case cpu.X86.HasAVX2:
 		return implAVX2

@@ -33,12 +33,10 @@ const shortRun = 8
 // diff is Diff with the implementation k chosen by the caller, so that tests
 // can run every implementation the CPU supports. len(b) must equal len(a).
 func diff(a, b []byte, dst []Range, k impl) []Range {
-	if dst, ok := diffWhole(k, a, b, dst); ok {
-		return dst
-	}
+	dst, i := diffWhole(k, a, b, dst)
 	n := len(a)
 	b = b[:n]
-	for i := 0; i < n; {
+	for i < n {
 		start := i + indexDiff(k, a[i:], b[i:])
 		if start == n {
 			break

@@ -29,17 +29,25 @@ func indexEqual(k impl, a, b []byte) int {
 	return indexEqualGeneric(a, b)
 }
 
-// diffWhole is diff in one kernel call per filling of dst, for the
-// implementations that have one; ok is false for the others.
-func diffWhole(k impl, a, b []byte, dst []Range) (_ []Range, ok bool) {
-	if k != implAVX512 {
-		return dst, false
-	}
+// diffWhole appends the ranges of a prefix of a and b with a ranges
+// kernel, which finds them all in one call while dst has room, and returns
+// the prefix's length: where diff goes on with the index kernels. A range
+// never straddles the prefix's end.
+func diffWhole(k impl, a, b []byte, dst []Range) ([]Range, int) {
+	b = b[:len(a)]
 	for off := 0; ; {
-		n, stop := rangesAVX512(a[off:], b[off:len(a)], dst[len(dst):cap(dst)], off)
+		var n, stop int
+		switch {
+		case k == implAVX512:
+			n, stop = rangesAVX512(a[off:], b[off:], dst[len(dst):cap(dst)], off)
+		case k == implAVX2 && len(a)-off >= 64:
+			n, stop = rangesAVX2(a[off:], b[off:], dst[len(dst):cap(dst)], off)
+		default:
+			return dst, off
+		}
 		dst = dst[:len(dst)+n]
 		if off += stop; off == len(a) {
-			return dst, true
+			return dst, off
 		}
 		dst = append(dst, Range{})[:len(dst)] // full: grow as append does
 	}
@@ -67,3 +75,9 @@ func indexEqualAVX512(a, b []byte) int
 //
 //go:noescape
 func rangesAVX512(a, b []byte, dst []Range, off int) (n, stop int)
+
+// rangesAVX2 is rangesAVX512 for AVX2, BMI1, BMI2 and POPCNT. len(a) must be
+// at least 64.
+//
+//go:noescape
+func rangesAVX2(a, b []byte, dst []Range, off int) (n, stop int)

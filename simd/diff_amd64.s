@@ -577,23 +577,85 @@ eq5_masked:
 	JNZ        eq5_found
 	JMP        eq5_none
 
-// func rangesAVX512(a, b []byte, dst []Range, off int) (n, stop int)
-// Requires: AVX512F, AVX512BW, BMI1, BMI2, POPCNT
+// The ranges kernels (rangesAVX512, rangesAVX2) are Diff in one call: each
+// writes the ranges where a and b differ, shifted by off, to
+// dst[0:cap(dst)] and returns how many it wrote. It stops early, before a
+// range that would not fit, and returns the offset of that range's first
+// byte as stop; otherwise stop is len(a).
 //
-// rangesAVX512 is Diff in one call: it writes the ranges where a and b
-// differ, shifted by off, to dst[0:cap(dst)] and returns how many it wrote.
-// It stops early, before a range that would not fit, and returns the offset
-// of that range's first byte as stop; otherwise stop is len(a).
+// They walk a in 64-byte chunks aligned on a, with a partial chunk at
+// either end. While no range is open, runs of whole chunks are tested with
+// one branch. A chunk's difference mask is turned into ranges with scalar
+// bit operations (RANGES_CHUNK), so a changed range costs a few
+// instructions, not a return to Go.
 //
 // Registers: SI = &a[0], DI = &b[0], BX = len(a), AX = offset of the current
 // chunk, R8 = start of the open range or -1, R9 = next Range in dst, R10 =
 // end of dst's capacity, R12 = off, CX = mask of the bytes of the chunk that
 // differ, R13 = mask of the chunk's bytes (64 ones, or fewer for a partial
 // chunk), DX and R11 scratch.
+
+// RANGES_CHUNK writes the ranges that close in the chunk at AX, opens the
+// one that runs on past it, and goes on to loop with AX at the next chunk.
+// It jumps to ret with AX = stop when dst is full.
+#define RANGES_CHUNK(closed, open, next, full, loop, ret) \
+	TESTQ   R8, R8          \
+	JNS     open            \
+closed:                     \
+	TESTQ   CX, CX          \
+	JZ      next            \
+	CMPQ    R9, R10         \
+	JAE     full            \
+	TZCNTQ  CX, DX          \
+	LEAQ    (AX)(DX*1), R8  \
+	BLSMSKQ CX, DX          \
+	ORQ     DX, CX          \
+open:                       \
+	ANDNQ   R13, CX, DX     \
+	TESTQ   DX, DX          \
+	JZ      next            \
+	TZCNTQ  DX, DX          \
+	LEAQ    (AX)(DX*1), R11 \
+	ADDQ    R12, R11        \
+	ADDQ    R12, R8         \
+	MOVQ    R8, (R9)        \
+	MOVQ    R11, 8(R9)      \
+	ADDQ    $16, R9         \
+	MOVQ    $-1, R8         \
+	LEAQ    1(CX), DX       \
+	ANDQ    DX, CX          \
+	JMP     closed          \
+next:                       \
+	POPCNTQ R13, DX         \
+	ADDQ    DX, AX          \
+	JMP     loop            \
+full:                       \
+	TZCNTQ  CX, DX          \
+	ADDQ    DX, AX          \
+	JMP     ret
+
+// In RANGES_CHUNK: a range opens at the chunk's first differing byte
+// (TZCNT), and BLSMSK then sets the bits below it, so that the range's
+// bytes are the trailing ones of CX and the first equal byte after them
+// (ANDN with R13, TZCNT) closes it. CX & (CX+1) clears those trailing ones
+// before the next range in the chunk. Ranges still open at the end of a
+// chunk go on into the next one.
+
+// RANGES_END closes a range still open at the end of a.
+#define RANGES_END(done) \
+	TESTQ R8, R8           \
+	JS    done             \
+	ADDQ  R12, R8          \
+	MOVQ  R8, (R9)         \
+	LEAQ  (BX)(R12*1), R11 \
+	MOVQ  R11, 8(R9)       \
+	ADDQ  $16, R9
+
+// func rangesAVX512(a, b []byte, dst []Range, off int) (n, stop int)
+// Requires: AVX512F, AVX512BW, BMI1, BMI2, POPCNT
 //
-// Chunks are 64 bytes, aligned on a, except for a partial chunk at each end,
-// which masked loads read without touching bytes past it. While no range is
-// open, aligned runs of four chunks are tested with one branch.
+// Partial chunks are read with masked loads, which touch no byte past
+// them, so a may be of any length.
 TEXT ·rangesAVX512(SB), NOSPLIT, $0-96
 	MOVQ a_base+0(FP), SI
 	MOVQ a_len+8(FP), BX
@@ -601,10 +663,10 @@ TEXT ·rangesAVX512(SB), NOSPLIT, $0-96
 	MOVQ dst_base+48(FP), R9
 	MOVQ dst_cap+64(FP), R10
 	SHLQ $4, R10
-	ADDQ R9, R10
+	ADDQ R9, R10 // end of dst's capacity
 	MOVQ off+72(FP), R12
 	XORQ AX, AX
-	MOVQ $-1, R8
+	MOVQ $-1, R8 // no open range
 
 ranges5_loop:
 	MOVQ BX, DX
@@ -666,55 +728,121 @@ ranges5_partial:
 	KMOVQ      K1, CX
 
 ranges5_chunk:
-	TESTQ R8, R8
-	JNS   ranges5_open
-
-ranges5_closed:
-	TESTQ   CX, CX
-	JZ      ranges5_next
-	CMPQ    R9, R10
-	JAE     ranges5_full
-	TZCNTQ  CX, DX
-	LEAQ    (AX)(DX*1), R8 // a range opens at its first differing byte
-	BLSMSKQ CX, DX
-	ORQ     DX, CX         // CX's trailing ones now run from bit 0
-
-ranges5_open:
-	ANDNQ  R13, CX, DX // DX = equal bytes of the chunk
-	TESTQ  DX, DX
-	JZ     ranges5_next // the range goes on into the next chunk
-	TZCNTQ DX, DX
-	LEAQ   (AX)(DX*1), R11
-	ADDQ   R12, R11
-	ADDQ   R12, R8
-	MOVQ   R8, (R9)
-	MOVQ   R11, 8(R9)
-	ADDQ   $16, R9
-	MOVQ   $-1, R8
-	LEAQ   1(CX), DX
-	ANDQ   DX, CX // clear the range's bits, CX's trailing ones
-	JMP    ranges5_closed
-
-ranges5_next:
-	POPCNTQ R13, DX
-	ADDQ    DX, AX
-	JMP     ranges5_loop
-
-ranges5_full:
-	TZCNTQ CX, DX
-	ADDQ   DX, AX
-	JMP    ranges5_return
+	RANGES_CHUNK(ranges5_closed, ranges5_open, ranges5_next, ranges5_full, ranges5_loop, ranges5_return)
 
 ranges5_finish:
-	TESTQ R8, R8
-	JS    ranges5_return
-	ADDQ  R12, R8
-	MOVQ  R8, (R9)
-	LEAQ  (BX)(R12*1), R11
-	MOVQ  R11, 8(R9)
-	ADDQ  $16, R9
+	RANGES_END(ranges5_return)
 
 ranges5_return:
+	SUBQ       dst_base+48(FP), R9
+	SHRQ       $4, R9
+	MOVQ       R9, n+80(FP)
+	MOVQ       AX, stop+88(FP)
+	VZEROUPPER
+	RET
+
+// DIFF64_AVX2(off) sets CX to the mask of the bytes that differ in the 64
+// bytes at offset off of a and b. It clobbers DX.
+#define DIFF64_AVX2(off) \
+	VMOVDQU   (SI)(off*1), Y0       \
+	VMOVDQU   32(SI)(off*1), Y1     \
+	VPCMPEQB  (DI)(off*1), Y0, Y0   \
+	VPCMPEQB  32(DI)(off*1), Y1, Y1 \
+	VPMOVMSKB Y0, CX                \
+	VPMOVMSKB Y1, DX                \
+	SHLQ      $32, DX               \
+	ORQ       DX, CX                \
+	NOTQ      CX
+
+// func rangesAVX2(a, b []byte, dst []Range, off int) (n, stop int)
+// Requires: AVX2, BMI1, BMI2, POPCNT
+//
+// len(a) must be at least 64: a partial chunk is read as the whole 64 bytes
+// that start (head) or end (tail) with it, and the mask shifted and cut to it.
+TEXT ·rangesAVX2(SB), NOSPLIT, $0-96
+	MOVQ a_base+0(FP), SI
+	MOVQ a_len+8(FP), BX
+	MOVQ b_base+24(FP), DI
+	MOVQ dst_base+48(FP), R9
+	MOVQ dst_cap+64(FP), R10
+	SHLQ $4, R10
+	ADDQ R9, R10 // end of dst's capacity
+	MOVQ off+72(FP), R12
+	XORQ AX, AX
+	MOVQ $-1, R8 // no open range
+
+ranges2_loop:
+	MOVQ BX, DX
+	SUBQ AX, DX // DX = bytes left
+	JZ   ranges2_finish
+	CMPQ DX, $64
+	JB   ranges2_tail
+	LEAQ (SI)(AX*1), R11
+	ANDQ $63, R11
+	JNZ  ranges2_head
+	TESTQ R8, R8
+	JNS  ranges2_single // an open range is followed chunk by chunk
+	CMPQ DX, $128
+	JB   ranges2_single
+	LEAQ -128(BX), R11
+
+	PCALIGN $32
+
+ranges2_pair:
+	VMOVDQU   (SI)(AX*1), Y0
+	VMOVDQU   32(SI)(AX*1), Y1
+	VMOVDQU   64(SI)(AX*1), Y2
+	VMOVDQU   96(SI)(AX*1), Y3
+	VPCMPEQB  (DI)(AX*1), Y0, Y0
+	VPCMPEQB  32(DI)(AX*1), Y1, Y1
+	VPCMPEQB  64(DI)(AX*1), Y2, Y2
+	VPCMPEQB  96(DI)(AX*1), Y3, Y3
+	VPAND     Y0, Y1, Y4
+	VPAND     Y2, Y3, Y5
+	VPAND     Y4, Y5, Y5
+	VPMOVMSKB Y5, CX
+	CMPL      CX, $0xffffffff
+	JNE       ranges2_single
+	ADDQ      $128, AX
+	CMPQ      AX, R11
+	JLE       ranges2_pair
+	JMP       ranges2_loop
+
+ranges2_single:
+	DIFF64_AVX2(AX)
+	MOVQ $-1, R13
+	JMP  ranges2_chunk
+
+ranges2_head:
+	// The chunk runs to a's next 64-byte boundary: R13 = 64 - R11 bytes.
+	MOVQ  $64, R13
+	SUBQ  R11, R13
+	DIFF64_AVX2(AX)
+	MOVQ  $-1, DX
+	BZHIQ R13, DX, R13
+	ANDQ  R13, CX
+	JMP   ranges2_chunk
+
+ranges2_tail:
+	// DX bytes are left, fewer than 64: read the last 64 bytes of a and
+	// shift the mask down to the bytes from AX on.
+	LEAQ  -64(BX), R11
+	DIFF64_AVX2(R11)
+	MOVQ  BX, DX
+	SUBQ  AX, DX
+	MOVQ  $64, R11
+	SUBQ  DX, R11
+	SHRXQ R11, CX, CX
+	MOVQ  $-1, R11
+	BZHIQ DX, R11, R13
+
+ranges2_chunk:
+	RANGES_CHUNK(ranges2_closed, ranges2_open, ranges2_next, ranges2_full, ranges2_loop, ranges2_return)
+
+ranges2_finish:
+	RANGES_END(ranges2_return)
+
+ranges2_return:
 	SUBQ       dst_base+48(FP), R9
 	SHRQ       $4, R9
 	MOVQ       R9, n+80(FP)

@@ -8,4 +8,4 @@ const haveAsm = false
 func indexDiff(_ impl, a, b []byte) int  { return indexDiffGeneric(a, b) }
 func indexEqual(_ impl, a, b []byte) int { return indexEqualGeneric(a, b) }
 
-func diffWhole(_ impl, _, _ []byte, dst []Range) ([]Range, bool) { return dst, false }
+func diffWhole(_ impl, _, _ []byte, dst []Range) ([]Range, int) { return dst, 0 }

@@ -14,10 +14,11 @@ import (
 // this CPU, derived from the CPU flags rather than from supported.
 func wantImpl(env string) string {
 	want := "generic"
-	if cpu.X86.HasAVX2 {
+	bmi := cpu.X86.HasBMI1 && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
+	if cpu.X86.HasAVX2 && bmi {
 		want = "avx2"
 	}
-	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasBMI1 && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT {
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && bmi {
 		want = "avx512"
 	}
 	switch env {
