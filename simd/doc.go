@@ -3,9 +3,9 @@
 // Diff compares a working copy with its shadow and reports the changed bytes
 // as coalesced half-open ranges. On amd64 it uses AVX-512BW or AVX2 assembly
 // when the CPU has it, and a portable word-at-a-time loop otherwise, on
-// other architectures, and with the purego build tag. The AVX-512 kernel
-// produces the ranges itself, in one call; the others find where a range
-// starts and ends, one call each.
+// other architectures, and with the purego build tag. The assembly kernels
+// produce the ranges themselves, in one call while dst has room; the
+// portable loop finds where each range starts and ends.
 //
 // The implementation is chosen once at init. COMMY_SIMD=generic forces the
 // portable loop and COMMY_SIMD=avx2 rules out AVX-512; other values are
