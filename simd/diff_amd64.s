@@ -32,6 +32,39 @@
 
 // func indexDiffAVX2(a, b []byte) int
 // Requires: AVX2
+// XOR256_AVX512 sets Z0-Z3 to a^b for the 256 bytes at AX, and the flags
+// so that JNZ jumps if any of them differ (K1 marks those of Z0|..|Z3).
+#define XOR256_AVX512 \
+	VMOVDQU64  (SI)(AX*1), Z0        \
+	VMOVDQU64  64(SI)(AX*1), Z1      \
+	VMOVDQU64  128(SI)(AX*1), Z2     \
+	VMOVDQU64  192(SI)(AX*1), Z3     \
+	VPXORQ     (DI)(AX*1), Z0, Z0    \
+	VPXORQ     64(DI)(AX*1), Z1, Z1  \
+	VPXORQ     128(DI)(AX*1), Z2, Z2 \
+	VPXORQ     192(DI)(AX*1), Z3, Z3 \
+	VPORQ      Z0, Z1, Z4            \
+	VPTERNLOGQ $0xfe, Z2, Z3, Z4     \
+	VPTESTMB   Z4, Z4, K1            \
+	KORTESTQ   K1, K1
+
+// EQ128_AVX2 sets Y0-Y3 to the byte equality of the 128 bytes at AX, and
+// the flags so that JNE jumps if any of them differ.
+#define EQ128_AVX2 \
+	VMOVDQU   (SI)(AX*1), Y0       \
+	VMOVDQU   32(SI)(AX*1), Y1     \
+	VMOVDQU   64(SI)(AX*1), Y2     \
+	VMOVDQU   96(SI)(AX*1), Y3     \
+	VPCMPEQB  (DI)(AX*1), Y0, Y0   \
+	VPCMPEQB  32(DI)(AX*1), Y1, Y1 \
+	VPCMPEQB  64(DI)(AX*1), Y2, Y2 \
+	VPCMPEQB  96(DI)(AX*1), Y3, Y3 \
+	VPAND     Y0, Y1, Y4           \
+	VPAND     Y2, Y3, Y5           \
+	VPAND     Y4, Y5, Y5           \
+	VPMOVMSKB Y5, CX               \
+	CMPL      CX, $0xffffffff
+
 TEXT ·indexDiffAVX2(SB), NOSPLIT, $0-56
 	MOVQ a_base+0(FP), SI
 	MOVQ a_len+8(FP), BX
@@ -58,19 +91,7 @@ diff2_aligned:
 	PCALIGN $32
 
 diff2_blocks:
-	VMOVDQU   (SI)(AX*1), Y0
-	VMOVDQU   32(SI)(AX*1), Y1
-	VMOVDQU   64(SI)(AX*1), Y2
-	VMOVDQU   96(SI)(AX*1), Y3
-	VPCMPEQB  (DI)(AX*1), Y0, Y0
-	VPCMPEQB  32(DI)(AX*1), Y1, Y1
-	VPCMPEQB  64(DI)(AX*1), Y2, Y2
-	VPCMPEQB  96(DI)(AX*1), Y3, Y3
-	VPAND     Y0, Y1, Y4
-	VPAND     Y2, Y3, Y5
-	VPAND     Y4, Y5, Y5
-	VPMOVMSKB Y5, CX
-	CMPL      CX, $0xffffffff
+	EQ128_AVX2
 	JNE       diff2_block_found
 	ADDQ      $128, AX
 	CMPQ      AX, DX
@@ -368,18 +389,7 @@ diff5_aligned:
 	PCALIGN $32
 
 diff5_blocks:
-	VMOVDQU64  (SI)(AX*1), Z0
-	VMOVDQU64  64(SI)(AX*1), Z1
-	VMOVDQU64  128(SI)(AX*1), Z2
-	VMOVDQU64  192(SI)(AX*1), Z3
-	VPXORQ     (DI)(AX*1), Z0, Z0
-	VPXORQ     64(DI)(AX*1), Z1, Z1
-	VPXORQ     128(DI)(AX*1), Z2, Z2
-	VPXORQ     192(DI)(AX*1), Z3, Z3
-	VPORQ      Z0, Z1, Z4
-	VPTERNLOGQ $0xfe, Z2, Z3, Z4 // Z4 |= Z3 | Z2
-	VPTESTMB   Z4, Z4, K1
-	KORTESTQ   K1, K1
+	XOR256_AVX512
 	JNZ        diff5_block_found
 	ADDQ       $256, AX
 	CMPQ       AX, DX
@@ -686,18 +696,7 @@ ranges5_loop:
 	PCALIGN $32
 
 ranges5_quad:
-	VMOVDQU64  (SI)(AX*1), Z0
-	VMOVDQU64  64(SI)(AX*1), Z1
-	VMOVDQU64  128(SI)(AX*1), Z2
-	VMOVDQU64  192(SI)(AX*1), Z3
-	VPXORQ     (DI)(AX*1), Z0, Z0
-	VPXORQ     64(DI)(AX*1), Z1, Z1
-	VPXORQ     128(DI)(AX*1), Z2, Z2
-	VPXORQ     192(DI)(AX*1), Z3, Z3
-	VPORQ      Z0, Z1, Z4
-	VPTERNLOGQ $0xfe, Z2, Z3, Z4 // Z4 |= Z3 | Z2
-	VPTESTMB   Z4, Z4, K1
-	KORTESTQ   K1, K1
+	XOR256_AVX512
 	JNZ        ranges5_single
 	ADDQ       $256, AX
 	CMPQ       AX, R11
@@ -789,19 +788,7 @@ ranges2_loop:
 	PCALIGN $32
 
 ranges2_pair:
-	VMOVDQU   (SI)(AX*1), Y0
-	VMOVDQU   32(SI)(AX*1), Y1
-	VMOVDQU   64(SI)(AX*1), Y2
-	VMOVDQU   96(SI)(AX*1), Y3
-	VPCMPEQB  (DI)(AX*1), Y0, Y0
-	VPCMPEQB  32(DI)(AX*1), Y1, Y1
-	VPCMPEQB  64(DI)(AX*1), Y2, Y2
-	VPCMPEQB  96(DI)(AX*1), Y3, Y3
-	VPAND     Y0, Y1, Y4
-	VPAND     Y2, Y3, Y5
-	VPAND     Y4, Y5, Y5
-	VPMOVMSKB Y5, CX
-	CMPL      CX, $0xffffffff
+	EQ128_AVX2
 	JNE       ranges2_single
 	ADDQ      $128, AX
 	CMPQ      AX, R11
