@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -182,7 +185,11 @@ func TestFDStore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	p := startProc(t, m.restartCommand(t, listener, args...))
+	// systemd 254 and later tell the service FileDescriptorStoreMax=; one is
+	// too few for a tenant and a service.
+	cmd := m.restartCommand(t, listener, args...)
+	cmd.Env = append(cmd.Env, "FDSTORE=1")
+	p := startProc(t, cmd)
 	m.expectReady(t)
 	c := dialBroker(t, sock)
 	if err := c.CreateTenant(ctx, "acme"); err != nil {
@@ -211,7 +218,9 @@ func TestFDStore(t *testing.T) {
 	}
 	c.Close()
 	p.signal(syscall.SIGKILL)
-	p.wait()
+	if _, stderr := p.wait(); !strings.Contains(stderr, "more tenants and services than FileDescriptorStoreMax=") {
+		t.Errorf("no warning about FDSTORE=1; stderr:\n%s", stderr)
+	}
 
 	p = startProc(t, m.restartCommand(t, listener, args...))
 	m.expectReady(t)
@@ -275,5 +284,57 @@ func TestFDStoreOff(t *testing.T) {
 	}
 	if got := m.names(); !slices.Equal(got, []string{"commy-tenant/acme"}) {
 		t.Fatalf("stored %q", got)
+	}
+}
+
+// TestFDStoreStalled: a service manager that reads nothing makes Store and
+// Remove fail after fdStoreTimeout instead of blocking the broker.
+func TestFDStoreStalled(t *testing.T) {
+	dir := shortDir(t)
+	path := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", path)
+	t.Setenv("FDSTORE", "")
+	var logs bytes.Buffer
+	s, err := newFDStore(slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The socket's queue holds net.unix.max_dgram_qlen messages (512 by
+	// default); the next one waits for room.
+	for i := 0; ; i++ {
+		err := s.Remove("commy-tenant/t" + strconv.Itoa(i))
+		if err == nil {
+			if i > 100000 {
+				t.Fatal("the queue never filled")
+			}
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("after %d messages: %v, want a timeout", i, err)
+		}
+		break
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.Store("commy-tenant/x", f); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Store into a full queue: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("commy-tenant/x"); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("Remove after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }

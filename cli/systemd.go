@@ -313,8 +313,11 @@ func (s *fdStore) send(state string, oob []byte) error {
 		serr = unix.Sendmsg(int(fd), []byte(state), oob, nil, 0)
 		return serr != unix.EAGAIN
 	})
-	if err = errors.Join(err, serr); err != nil {
-		return fmt.Errorf("fd store: sd_notify: %w", os.NewSyscallError("sendmsg", err))
+	if err != nil { // the deadline passed, or the socket was closed
+		return fmt.Errorf("fd store: sd_notify: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("fd store: sd_notify: %w", os.NewSyscallError("sendmsg", serr))
 	}
 	return nil
 }
