@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commy/commy/client"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,6 +218,25 @@ func TestFDStore(t *testing.T) {
 		t.Fatalf("stored %q", first)
 	}
 	c.Close()
+	// A reader with a mapping, which must follow the service to its new
+	// memfd after the restart.
+	rc, err := client.Dial(ctx, sock, client.WithReconnect(client.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	rsvc, err := rc.Service(ctx, "acme", "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped, err := rsvc.Map(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mapped.Close()
+	if got, _, err := mapped.Read("count", nil); err != nil || string(got) != "50" || !mapped.Local() {
+		t.Fatalf("mapped count %q %v (local %v)", got, err, mapped.Local())
+	}
 	p.signal(syscall.SIGKILL)
 	if _, stderr := p.wait(); !strings.Contains(stderr, "more tenants and services than FileDescriptorStoreMax=") {
 		t.Errorf("no warning about FDSTORE=1; stderr:\n%s", stderr)
@@ -239,6 +259,23 @@ func TestFDStore(t *testing.T) {
 	if len(second) != 2 || second[0] == first[0] || second[1] != first[1] {
 		t.Fatalf("stored after restart %q, before %q", second, first)
 	}
+	if _, err := svc.Write(ctx, "count", []byte("51")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, _, err := mapped.Read("count", nil)
+		if err == nil && string(got) == "51" && mapped.Local() {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the reconnected mapping reads %q %v (local %v), want 51", got, err, mapped.Local())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rc.Close()
 	if err := c.DeleteTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
