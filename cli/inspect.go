@@ -77,6 +77,18 @@ func table(w io.Writer, header string, rows [][]string) error {
 	return tw.Flush()
 }
 
+// list prints items as JSON with --json, else as a table of one row each.
+func list[T any](c *ucli.Context, items []T, header string, row func(T) []string) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, items)
+	}
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = row(it)
+	}
+	return table(c.App.Writer, header, rows)
+}
+
 func tenantsCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "tenants", Usage: "list tenants", Flags: []ucli.Flag{jsonFlag},
@@ -85,14 +97,7 @@ func tenantsCommand() *ucli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, ts)
-			}
-			rows := make([][]string, len(ts))
-			for i, t := range ts {
-				rows[i] = []string{t}
-			}
-			return table(c.App.Writer, "TENANT", rows)
+			return list(c, ts, "TENANT", func(t string) []string { return []string{t} })
 		}),
 	}
 }
@@ -109,14 +114,9 @@ func servicesCommand() *ucli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, ss)
-			}
-			rows := make([][]string, len(ss))
-			for i, s := range ss {
-				rows[i] = []string{s.ServiceName, s.ServiceID, strconv.FormatUint(s.Variables, 10), strconv.FormatUint(s.FileSize, 10)}
-			}
-			return table(c.App.Writer, "SERVICE\tID\tVARIABLES\tFILE SIZE", rows)
+			return list(c, ss, "SERVICE\tID\tVARIABLES\tFILE SIZE", func(s client.ServiceInfo) []string {
+				return []string{s.ServiceName, s.ServiceID, strconv.FormatUint(s.Variables, 10), strconv.FormatUint(s.FileSize, 10)}
+			})
 		}),
 	}
 }
@@ -137,14 +137,9 @@ func varsCommand() *ucli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, vs)
-			}
-			rows := make([][]string, len(vs))
-			for i, v := range vs {
-				rows[i] = []string{v.Name, strconv.FormatUint(v.Size, 10), strconv.FormatUint(v.Capacity, 10), strconv.FormatUint(v.Version, 10)}
-			}
-			return table(c.App.Writer, "NAME\tSIZE\tCAPACITY\tVERSION", rows)
+			return list(c, vs, "NAME\tSIZE\tCAPACITY\tVERSION", func(v client.VariableInfo) []string {
+				return []string{v.Name, strconv.FormatUint(v.Size, 10), strconv.FormatUint(v.Capacity, 10), strconv.FormatUint(v.Version, 10)}
+			})
 		}),
 	}
 }
