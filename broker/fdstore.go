@@ -157,20 +157,17 @@ func (b *Broker) restore() {
 
 func (b *Broker) restoreService(fd StoredFD, tenantOf func(string) *tenant) {
 	f, err := shm.RestoreMemfd(fd.File)
+	var tn, sn string
+	if err == nil {
+		tn, sn = f.Names()
+		if err = validTenant(tn); err == nil {
+			err = validName("service", sn)
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
 	if err != nil {
-		b.log.Error("fd store: service skipped", "name", fd.Name, "err", err)
-		b.stats.recoverErrors.Add(1)
-		return
-	}
-	tn, sn := f.Names()
-	if err := validTenant(tn); err != nil {
-		f.Close()
-		b.log.Error("fd store: service skipped", "name", fd.Name, "err", err)
-		b.stats.recoverErrors.Add(1)
-		return
-	}
-	if err := validName("service", sn); err != nil {
-		f.Close()
 		b.log.Error("fd store: service skipped", "name", fd.Name, "err", err)
 		b.stats.recoverErrors.Add(1)
 		return
