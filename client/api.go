@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/commy/commy/ipc"
@@ -31,19 +30,17 @@ func (c *Client) Tenants(ctx context.Context) ([]string, error) {
 	return r.Tenants, nil
 }
 
-// ServiceInfo describes a service in a listing.
-type ServiceInfo = ipc.ServiceInfo
-
-// VariableInfo describes a variable in a listing.
-type VariableInfo = ipc.VariableInfo
-
 // Services lists the services of a tenant this client may read.
 func (c *Client) Services(ctx context.Context, tenant string) ([]ServiceInfo, error) {
 	r, err := call[*ipc.Services](ctx, c, &ipc.ListServices{TenantID: tenant})
 	if err != nil {
 		return nil, err
 	}
-	return r.Services, nil
+	out := make([]ServiceInfo, len(r.Services))
+	for i, s := range r.Services {
+		out[i] = ServiceInfo{ServiceID: s.ServiceID, ServiceName: s.ServiceName, FileSize: s.FileSize, Variables: s.Variables}
+	}
+	return out, nil
 }
 
 // Service is a handle on one service. It is safe for concurrent use and
@@ -85,8 +82,12 @@ func (c *Client) DeleteService(ctx context.Context, tenant, name string) error {
 }
 
 // Stats returns the broker's figures (admin only).
-func (c *Client) Stats(ctx context.Context) (*ipc.Stats, error) {
-	return call[*ipc.Stats](ctx, c, &ipc.Stats{})
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	r, err := call[*ipc.Stats](ctx, c, &ipc.Stats{})
+	if err != nil {
+		return nil, err
+	}
+	return statsOf(r), nil
 }
 
 // Heartbeat asks the broker for its time.
@@ -102,7 +103,9 @@ func (c *Client) Heartbeat(ctx context.Context) (time.Time, error) {
 func (s *Service) Client() *Client { return s.c }
 
 // Allocate creates a variable holding data, with room for capacity bytes
-// before it must move (0: just enough). It returns the version (1).
+// before it must move (0: just enough for data). The broker rounds the
+// capacity up to a multiple of 64 bytes, so VariableInfo.Capacity may be
+// larger than asked. It returns the version (1).
 func (s *Service) Allocate(ctx context.Context, name string, data []byte, capacity int) (uint64, error) {
 	if data == nil {
 		data = []byte{}
@@ -123,7 +126,9 @@ func (s *Service) Read(ctx context.Context, name string) ([]byte, uint64, error)
 	return r.Data, r.Version, nil
 }
 
-// Write replaces a value and returns its new version.
+// Write replaces a value and returns its new version. Subscribers on other
+// connections get a notice; this Client's own Subscriptions do not (see
+// Subscribe).
 func (s *Service) Write(ctx context.Context, name string, data []byte) (uint64, error) {
 	if data == nil {
 		data = []byte{}
@@ -147,28 +152,26 @@ func (s *Service) Variables(ctx context.Context) ([]VariableInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Variables, nil
+	out := make([]VariableInfo, len(r.Variables))
+	for i, v := range r.Variables {
+		out[i] = VariableInfo{Name: v.Name, Size: v.Size, Capacity: v.Capacity, Version: v.Version}
+	}
+	return out, nil
 }
 
-// NamedValue is one value of a Report.
-type NamedValue = ipc.NamedValue
-
 // Report applies several values at once, all or none
-// (ReportVariableChanges).
+// (ReportVariableChanges). Like Write, it notifies other connections only.
 func (s *Service) Report(ctx context.Context, values []NamedValue) error {
 	names := make([]string, len(values))
+	wire := make([]ipc.NamedValue, len(values))
 	for i, v := range values {
 		names[i] = v.Name
-	}
-	if slices.ContainsFunc(values, func(v NamedValue) bool { return v.Value == nil }) {
-		values = slices.Clone(values) // nil is an empty value here, not a missing one
-		for i := range values {
-			if values[i].Value == nil {
-				values[i].Value = []byte{}
-			}
+		wire[i] = ipc.NamedValue{Name: v.Name, Value: v.Value}
+		if v.Value == nil {
+			wire[i].Value = []byte{} // nil is an empty value here, not a missing one
 		}
 	}
-	_, err := call[*ipc.VariableChangesAcknowledged](ctx, s.c, &ipc.ReportVariableChanges{ServiceID: s.ID, ChangedVariables: names, NewValues: values})
+	_, err := call[*ipc.VariableChangesAcknowledged](ctx, s.c, &ipc.ReportVariableChanges{ServiceID: s.ID, ChangedVariables: names, NewValues: wire})
 	return err
 }
 

@@ -204,10 +204,10 @@ func (c *Client) finish() {
 
 // Welcome is the broker's answer to the last Hello: its version, and who the
 // kernel says this client is.
-func (c *Client) Welcome() ipc.Welcome {
+func (c *Client) Welcome() Welcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.welcome
+	return welcomeOf(c.welcome)
 }
 
 // Close closes the connection, stops reconnecting, ends every subscription

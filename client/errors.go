@@ -30,6 +30,15 @@ var (
 	ErrInternal           = ipc.ErrInternal
 )
 
+// Errors of mapped reads (Mapping.Read), which the broker is not asked about.
+// They wrap the shm error they come from.
+var (
+	// ErrBusy: a value kept changing under the reader for too long; retry.
+	ErrBusy = errors.New("client: variable busy")
+	// ErrCorrupt: the mapped service file does not follow the layout.
+	ErrCorrupt = errors.New("client: corrupt service file")
+)
+
 var (
 	// ErrClosed: the client, subscription or mapping was closed.
 	ErrClosed = errors.New("client: closed")

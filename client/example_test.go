@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -125,6 +126,8 @@ func ExampleService_Subscribe() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The watcher is a second Client: a connection gets no notice of its
+	// own writes.
 	sub, err := watched.Subscribe(ctx, "state")
 	if err != nil {
 		log.Fatal(err)
@@ -192,4 +195,88 @@ func ExampleWithReconnect() {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// Allocate rounds the capacity up to a multiple of 64 bytes.
+func ExampleService_Allocate() {
+	sock, stop := exampleBroker()
+	defer stop()
+	ctx := context.Background()
+	c, err := client.Dial(ctx, sock)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.CreateTenant(ctx, "plant")
+	svc, err := c.CreateService(ctx, "plant", "boiler")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := svc.Allocate(ctx, "label", []byte("boiler 1"), 100); err != nil {
+		log.Fatal(err)
+	}
+	vs, err := svc.Variables(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s: size %d, capacity %d\n", vs[0].Name, vs[0].Size, vs[0].Capacity)
+	// Output: label: size 8, capacity 128
+}
+
+// Report writes several variables at once: all of them or none.
+func ExampleService_Report() {
+	sock, stop := exampleBroker()
+	defer stop()
+	ctx := context.Background()
+	c, err := client.Dial(ctx, sock)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.CreateTenant(ctx, "plant")
+	svc, err := c.CreateService(ctx, "plant", "boiler")
+	if err != nil {
+		log.Fatal(err)
+	}
+	svc.Allocate(ctx, "min", []byte("0"), 0)
+	svc.Allocate(ctx, "max", []byte("0"), 0)
+	err = svc.Report(ctx, []client.NamedValue{{Name: "min", Value: []byte("10")}, {Name: "max", Value: []byte("90")}})
+	fmt.Println(err)
+	// "avg" does not exist, so "min" keeps its value.
+	err = svc.Report(ctx, []client.NamedValue{{Name: "min", Value: []byte("20")}, {Name: "avg", Value: []byte("50")}})
+	fmt.Println(errors.Is(err, client.ErrVariableNotFound))
+	v, _, _ := svc.Read(ctx, "min")
+	fmt.Printf("min = %s\n", v)
+	// Output:
+	// <nil>
+	// true
+	// min = 10
+}
+
+// Broker errors match the sentinel of their code with errors.Is.
+func Example_errors() {
+	sock, stop := exampleBroker()
+	defer stop()
+	ctx := context.Background()
+	c, err := client.Dial(ctx, sock)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Service(ctx, "nobody", "nothing")
+	switch {
+	case errors.Is(err, client.ErrTenantNotFound):
+		fmt.Println("no such tenant")
+	case errors.Is(err, client.ErrPermissionDenied):
+		fmt.Println("not allowed")
+	case err != nil:
+		log.Fatal(err)
+	}
+	var e *client.Error
+	if errors.As(err, &e) {
+		fmt.Println("code:", e.Code)
+	}
+	// Output:
+	// no such tenant
+	// code: TENANT_NOT_FOUND
 }

@@ -133,7 +133,8 @@ func (m *Mapping) File() FileInfo {
 
 // Read copies the named value into dst (grown if too small) and returns it
 // with its version. A missing variable is an error matching
-// ErrVariableNotFound.
+// ErrVariableNotFound; a value that kept changing during the read matches
+// ErrBusy, a damaged file ErrCorrupt.
 func (m *Mapping) Read(name string, dst []byte) ([]byte, uint64, error) {
 	return m.read(context.Background(), name, dst)
 }
@@ -168,6 +169,10 @@ func shmErr(err error, name string) error {
 		return fmt.Errorf("%w: %s", ErrVariableNotFound, name)
 	case errors.Is(err, shm.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, shm.ErrBusy):
+		return fmt.Errorf("%w: %s: %w", ErrBusy, name, err)
+	case errors.Is(err, shm.ErrCorrupt):
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}
 	return fmt.Errorf("client: read %s: %w", name, err)
 }

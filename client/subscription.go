@@ -116,6 +116,10 @@ func (g *subGroup) sawLocked(names []string, vers []uint64) {
 // none are named). A service may have several Subscriptions on one client:
 // the broker is asked for the union of their variables and each receives
 // only its own.
+//
+// The broker sends no notice to the connection that made the change: writes,
+// reports and deallocations through this Client never show up on its own
+// Subscriptions. To watch your own writes, subscribe from a second Client.
 func (s *Service) Subscribe(ctx context.Context, names ...string) (*Subscription, error) {
 	c := s.c
 	sub := &Subscription{c: c, svcID: s.ID, vers: map[string]uint64{}, signal: make(chan struct{}, 1)}
