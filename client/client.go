@@ -115,7 +115,11 @@ func Dial(ctx context.Context, socketPath string, opts ...Option) (*Client, erro
 		c.cancel()
 		return nil, err
 	}
-	c.publish(l)
+	if err := c.publish(l); err != nil {
+		l.close()
+		c.cancel()
+		return nil, fmt.Errorf("client: dial %s: %w", c.path, err)
+	}
 	c.wg.Add(1)
 	go c.supervise(l)
 	return c, nil
@@ -155,16 +159,22 @@ func (l *link) close() {
 	<-l.done
 }
 
-// publish makes l the client's connection, unless Close came first.
-func (c *Client) publish(l *link) bool {
+// publish makes l the client's connection. It fails if Close came first or
+// l's reader has already ended: a dead link is never published, so the
+// reader's end (which resets up only for the published link) and publish
+// (which closes up) alternate, under c.mu.
+func (c *Client) publish(l *link) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ctx.Err() != nil {
-		return false
+		return ErrClosed
+	}
+	if l.pending == nil { // the reader ended; l.err says why
+		return l.err
 	}
 	c.link, c.welcome, c.err = l, l.welcome, nil
 	close(c.up)
-	return true
+	return nil
 }
 
 // supervise waits for each connection to end and, with WithReconnect, makes

@@ -64,9 +64,11 @@ func (c *Client) reconnect() *link {
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.timeout)
 		l, err := c.connect(ctx)
 		if err == nil {
-			if err = c.restore(ctx, l); err == nil && c.publish(l) {
-				cancel()
-				return l
+			if err = c.restore(ctx, l); err == nil {
+				if err = c.publish(l); err == nil {
+					cancel()
+					return l
+				}
 			}
 			l.close()
 		}

@@ -2,11 +2,15 @@ package client_test
 
 import (
 	"errors"
+	"net"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/ipc"
 )
 
 var fastBackoff = client.WithReconnect(client.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond})
@@ -196,5 +200,85 @@ func TestReconnectBackoff(t *testing.T) {
 	}
 	if !errors.Is(c.Err(), client.ErrClosed) {
 		t.Fatalf("Err after Close: %v", c.Err())
+	}
+}
+
+// startHangup serves a broker stand-in that answers Hello with Welcome and
+// closes the connection at once, like a broker crash-looping or restarting.
+func startHangup(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "hangup.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			uc, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			conn, err := ipc.NewConn(uc, 0, false)
+			if err != nil {
+				uc.Close()
+				continue
+			}
+			if body, err := conn.ReadFrame(); err == nil {
+				if _, h, err := ipc.Decode(body); err == nil {
+					frame, _ := ipc.EncodeFrame(&ipc.Welcome{Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, MaxFrame: ipc.DefaultMaxFrame})
+					conn.WriteFrame(frame, nil)
+				}
+			}
+			conn.ReleaseFDs()
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	return sock
+}
+
+// TestReconnectHangup: a broker that closes every connection right after
+// Welcome never makes the client panic (it published dead links and closed
+// its up channel twice); Dial either fails with ErrDisconnected or returns a
+// client that keeps trying.
+func TestReconnectHangup(t *testing.T) {
+	sock := startHangup(t)
+	for i := 0; i < 20; i++ {
+		c, err := client.Dial(ctxT(t), sock, client.WithReconnect(client.Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond}))
+		if err != nil {
+			if !errors.Is(err, client.ErrDisconnected) {
+				t.Fatalf("Dial: %v", err)
+			}
+			continue
+		}
+		time.Sleep(20 * time.Millisecond) // many reconnections
+		select {
+		case <-c.Done():
+			t.Fatal("client with WithReconnect gave up")
+		default:
+		}
+		c.Close()
+	}
+	// Without WithReconnect a dead link ends the client or fails Dial.
+	for i := 0; i < 20; i++ {
+		c, err := client.Dial(ctxT(t), sock)
+		if err != nil {
+			if !errors.Is(err, client.ErrDisconnected) {
+				t.Fatalf("Dial: %v", err)
+			}
+			continue
+		}
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("client on a dead link not done")
+		}
+		c.Close()
 	}
 }
