@@ -27,17 +27,70 @@ import (
 // backend, where the file outlives the broker) it keeps its mapping and asks
 // nothing. Otherwise (a memfd, whose path is under /proc, or a file that was
 // replaced) it asks the broker for the file again and remaps if it is a
-// different file; if the broker refuses, reads fall back to the socket. Old
-// mappings stay mapped until Close, for readers still inside them.
+// different file; if the broker refuses, reads fall back to the socket. A
+// replaced mapping is unmapped as soon as the last Read or Wait inside it
+// returns; a Wait inside it returns at once.
 type Mapping struct {
 	svc    *Service
-	cur    atomic.Pointer[shm.Mapping] // nil on the socket fallback
+	cur    atomic.Pointer[mapRef] // nil on the socket fallback
 	closed atomic.Bool
 
-	mu      sync.Mutex // guards what follows, and replacing cur
-	info    FileInfo
-	id      fileID
-	retired []*shm.Mapping
+	mu   sync.Mutex // guards what follows, and replacing cur
+	info FileInfo
+	id   fileID
+}
+
+// mapRef is one shm.Mapping and the calls inside it. Once replaced (retired)
+// it is closed by whoever leaves it last: the replacer or the last call.
+//
+// A caller enters with users.Add(1) and then checks that the ref is still
+// current; the replacer swaps cur, sets retired and then leaves as a user
+// itself. Go's atomics are sequentially consistent, so either the caller sees
+// the swap (and leaves without touching the memory) or its release sees
+// retired (and the last one out closes).
+type mapRef struct {
+	sm      *shm.Mapping
+	users   atomic.Int64
+	retired atomic.Bool
+	closed  atomic.Bool
+}
+
+// release leaves r, closing it if it was retired and this was the last call.
+func (r *mapRef) release() {
+	if r.users.Add(-1) == 0 && r.retired.Load() {
+		r.close()
+	}
+}
+
+// retire marks r replaced, ends Waits inside it and closes it if it is idle.
+func (r *mapRef) retire() {
+	r.users.Add(1) // Interrupt is inside r too
+	r.retired.Store(true)
+	r.sm.Interrupt()
+	r.release()
+}
+
+func (r *mapRef) close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return r.sm.Close()
+}
+
+// acquire enters the current mapping, or returns nil on the socket fallback.
+// The caller releases it.
+func (m *Mapping) acquire() *mapRef {
+	for {
+		r := m.cur.Load() // acquire: a mapping swapped in is fully built
+		if r == nil {
+			return nil
+		}
+		r.users.Add(1)
+		if m.cur.Load() == r {
+			return r
+		}
+		r.release()
+	}
 }
 
 // fileID identifies a file across paths and descriptors.
@@ -58,8 +111,9 @@ var ErrNotLocal = errors.New("client: mapping is not local")
 // ChangeSeq is the service file's change sequence, which the broker bumps
 // after every change it applies. It wraps. Without a local mapping it is 0.
 func (m *Mapping) ChangeSeq() uint32 {
-	if sm := m.cur.Load(); sm != nil {
-		return sm.ChangeSeq()
+	if r := m.acquire(); r != nil {
+		defer r.release()
+		return r.sm.ChangeSeq()
 	}
 	return 0
 }
@@ -68,14 +122,34 @@ func (m *Mapping) ChangeSeq() uint32 {
 // read before the values the caller has) and returns the new sequence. The
 // broker wakes waiters through a futex in the shared file, so a watcher on
 // the same host learns of a change without a message from the broker; it
-// then reads what it needs. Wait fails with ErrNotLocal on the socket
-// fallback, and with ctx's error when ctx ends first.
+// then reads what it needs. When a reconnect maps another file, Wait returns
+// at once with that file's sequence: the values may all have changed. Wait
+// fails with ErrNotLocal on the socket fallback, and with ctx's error when
+// ctx ends first.
 func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
-	sm := m.cur.Load()
-	if sm == nil {
+	r := m.acquire()
+	if r == nil {
+		if m.closed.Load() {
+			return seq, ErrClosed
+		}
 		return seq, ErrNotLocal
 	}
-	return sm.Wait(ctx, seq)
+	got, err := r.sm.Wait(ctx, seq)
+	r.release()
+	switch {
+	case errors.Is(err, shm.ErrInterrupted):
+		if r := m.acquire(); r != nil {
+			defer r.release()
+			return r.sm.ChangeSeq(), nil
+		}
+		if m.closed.Load() {
+			return seq, ErrClosed
+		}
+		return seq, ErrNotLocal
+	case errors.Is(err, shm.ErrClosed):
+		return seq, ErrClosed
+	}
+	return got, err
 }
 
 // Map maps the service file through the descriptor the broker passes, or
@@ -114,8 +188,8 @@ func (m *Mapping) installLocked(fi FileInfo, file *os.File) error {
 		file.Close()
 		return fmt.Errorf("client: map %s: %w", m.svc.ID, err)
 	}
-	if old := m.cur.Swap(sm); old != nil {
-		m.retired = append(m.retired, old)
+	if old := m.cur.Swap(&mapRef{sm: sm}); old != nil {
+		old.retire()
 	}
 	m.info, m.id = fi, id
 	return nil
@@ -141,9 +215,9 @@ func (m *Mapping) Read(name string, dst []byte) ([]byte, uint64, error) {
 
 // read is Read with a context for the socket fallback.
 func (m *Mapping) read(ctx context.Context, name string, dst []byte) ([]byte, uint64, error) {
-	// Acquire load: a mapping swapped in after a reconnect is fully built.
-	if sm := m.cur.Load(); sm != nil {
-		b, v, err := sm.Read(name, dst)
+	if r := m.acquire(); r != nil {
+		b, v, err := r.sm.Read(name, dst)
+		r.release()
 		if err != nil {
 			err = shmErr(err, name)
 		}
@@ -179,23 +253,21 @@ func shmErr(err error, name string) error {
 
 // Variables lists the variables, read from the mapping when local.
 func (m *Mapping) Variables(ctx context.Context) ([]VariableInfo, error) {
-	sm := m.cur.Load()
-	if sm == nil {
+	r := m.acquire()
+	if r == nil {
 		if m.closed.Load() {
 			return nil, ErrClosed
 		}
 		return m.svc.Variables(ctx)
 	}
-	vs := sm.Variables()
+	vs := r.sm.Variables()
+	r.release()
 	out := make([]VariableInfo, len(vs))
 	for i, v := range vs {
 		out[i] = VariableInfo{Name: v.Name, Size: v.Size, Capacity: v.Capacity, Version: v.Version}
 	}
 	return out, nil
 }
-
-// Shm is the underlying mapping, or nil on the socket fallback.
-func (m *Mapping) Shm() *shm.Mapping { return m.cur.Load() }
 
 // recheck makes sure a local mapping still maps the broker's file after a
 // reconnect (see Mapping). It fails only when the connection does.
@@ -248,7 +320,7 @@ func (m *Mapping) recheck(ctx context.Context, l *link) error {
 // fallbackLocked switches reads to the socket.
 func (m *Mapping) fallbackLocked() {
 	if old := m.cur.Swap(nil); old != nil {
-		m.retired = append(m.retired, old)
+		old.retire()
 	}
 	m.info, m.id = FileInfo{}, fileID{}
 	c := m.svc.c
@@ -269,13 +341,9 @@ func (m *Mapping) Close() error {
 	c.mu.Lock()
 	delete(c.maps, m)
 	c.mu.Unlock()
-	var errs []error
-	if sm := m.cur.Swap(nil); sm != nil {
-		errs = append(errs, sm.Close())
+	if r := m.cur.Swap(nil); r != nil {
+		r.retired.Store(true)
+		return r.close()
 	}
-	for _, sm := range m.retired {
-		errs = append(errs, sm.Close())
-	}
-	m.retired = nil
-	return errors.Join(errs...)
+	return nil
 }

@@ -1,9 +1,14 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +16,7 @@ import (
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
 	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/shm"
 )
 
 var fastBackoff = client.WithReconnect(client.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond})
@@ -280,5 +286,97 @@ func TestReconnectHangup(t *testing.T) {
 			t.Fatal("client on a dead link not done")
 		}
 		c.Close()
+	}
+}
+
+// mapped reports whether the file with inode ino is mapped into this process.
+func mapped(t *testing.T, ino uint64) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// address perms offset dev inode path
+		if f := strings.Fields(line); len(f) >= 5 && f[4] == strconv.FormatUint(ino, 10) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestMappingRemap: the service file is replaced while the broker is away;
+// after the reconnect the Mapping maps the new file, a Wait sleeping on the
+// old file returns at once (nobody bumps the old word again), and the old
+// mapping is unmapped rather than kept until Close.
+func TestMappingRemap(t *testing.T) {
+	h := start(t, broker.Config{})
+	c := h.dial(t, fastBackoff)
+	ctx := ctxT(t)
+	service(t, c, "t", "rm", map[string][]byte{"x": []byte("old")})
+	svc, err := c.Service(ctx, "t", "rm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := svc.Map(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	path := m.File().Path
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldIno := fi.Sys().(*syscall.Stat_t).Ino
+
+	type waited struct {
+		seq uint32
+		err error
+	}
+	done := make(chan waited, 1)
+	wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	seq := m.ChangeSeq()
+	go func() {
+		s, err := m.Wait(wctx, seq)
+		done <- waited{s, err}
+	}()
+
+	h.stop(t)
+	waitDisconnected(t, c)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := shm.Create(path, "t", "rm", shm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Allocate("x", []byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.serve(t)
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := m.Read("x", nil); err != nil || string(v) != "new" {
+		t.Fatalf("after the remap: %q %v", v, err)
+	}
+	select {
+	case w := <-done:
+		if w.err != nil {
+			t.Fatalf("Wait across the remap: %v", w.err)
+		}
+		if w.seq != m.ChangeSeq() {
+			t.Fatalf("Wait returned %d, the new file is at %d", w.seq, m.ChangeSeq())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Wait still asleep on the replaced file")
+	}
+	if mapped(t, oldIno) {
+		t.Fatal("the replaced file is still mapped")
 	}
 }

@@ -17,6 +17,8 @@ var (
 	ErrBusy = errors.New("shm: variable busy")
 	// ErrClosed: the file or mapping was closed.
 	ErrClosed = errors.New("shm: closed")
+	// ErrInterrupted: Interrupt ended a Wait.
+	ErrInterrupted = errors.New("shm: wait interrupted")
 	// ErrInvalidName: a name does not fit the layout.
 	ErrInvalidName = errors.New("shm: invalid name")
 )

@@ -18,6 +18,8 @@ type Mapping struct {
 	dirOff uint64
 	ix     atomic.Pointer[dirIndex]
 	fence  fence
+
+	interrupted atomic.Bool // see Interrupt
 }
 
 // dirIndex caches where each variable's entry is, for one generation.

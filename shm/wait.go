@@ -25,6 +25,9 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		}
 	}
 	for {
+		if m.interrupted.Load() { // set before Interrupt's wake
+			return seq, ErrInterrupted
+		}
 		if err := ctx.Err(); err != nil {
 			return seq, err
 		}
@@ -39,4 +42,18 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 			return cur, nil
 		}
 	}
+}
+
+// Interrupt makes every Wait on m, sleeping or to come, return
+// ErrInterrupted; reads are not affected. It is for a mapping that was
+// replaced by one of another file, whose change sequence nobody bumps again.
+// It is safe to call concurrently with Wait, and more than once.
+func (m *Mapping) Interrupt() {
+	if m.mem == nil {
+		return
+	}
+	m.interrupted.Store(true)
+	// FUTEX_WAKE needs no write access: a read-only mapping can wake its own
+	// waiters (and, harmlessly, other processes waiting on the same file).
+	futexWake(u32(m.mem, offChangeSeq))
 }
