@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/paths"
 	"github.com/commy/commy/ipc"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -42,20 +43,17 @@ func App() *ucli.App {
 // socketFlag is --socket, which commy and every command take: both
 // `commy --socket P get ...` and `commy get --socket P ...` work.
 func socketFlag() ucli.Flag {
-	return &ucli.StringFlag{Name: "socket", Aliases: []string{"s"}, Usage: "broker socket `PATH`", EnvVars: []string{"COMMY_SOCKET"}, Value: DefaultSocket()}
+	return &ucli.StringFlag{Name: "socket", Aliases: []string{"s"}, Usage: "broker socket `PATH`", EnvVars: []string{paths.SocketEnv}, DefaultText: paths.SocketHelp}
 }
 
 // socketOf is the socket path for the command: --socket given on the
 // command line (after the command name or before it), else COMMY_SOCKET,
-// else DefaultSocket.
-func socketOf(c *ucli.Context) string {
+// else the default (paths.Socket).
+func socketOf(c *ucli.Context) (string, error) {
 	if v, ok := explicitSocket(c); ok {
-		return v
+		return v, nil
 	}
-	if env := os.Getenv("COMMY_SOCKET"); env != "" {
-		return env
-	}
-	return DefaultSocket()
+	return paths.Socket()
 }
 
 // socketSet reports whether a socket was named by --socket or COMMY_SOCKET.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/paths"
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -21,13 +22,17 @@ func auditCommand() *ucli.Command {
 		Description: "Reads the broker's audit log file (it needs read access to it: root or the broker's user).",
 		Flags: []ucli.Flag{
 			jsonFlag,
-			&ucli.StringFlag{Name: "file", Usage: "audit log `FILE` (default: <data-dir beside the socket>/audit.log)"},
+			&ucli.StringFlag{Name: "file", Usage: "audit log `FILE` (default: audit.log in the default data directory or $COMMY_DATA_DIR)"},
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new records until interrupted"},
 		},
 		Action: func(c *ucli.Context) error {
 			path := c.String("file")
 			if path == "" {
-				path = filepath.Join(defaultDataDir(socketOf(c)), "audit.log")
+				dir, err := paths.DataDir()
+				if err != nil {
+					return err
+				}
+				path = filepath.Join(dir, "audit.log")
 			}
 			f, err := os.Open(path)
 			if err != nil {

@@ -28,9 +28,13 @@ var formatFlag = &ucli.StringFlag{Name: "format", Value: "auto", Usage: "how to 
 
 // dial connects to the broker named by --socket / COMMY_SOCKET.
 func dial(c *ucli.Context) (*client.Client, error) {
+	socket, err := socketOf(c)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	return client.Dial(ctx, socketOf(c), client.WithName("commy-cli"))
+	return client.Dial(ctx, socket, client.WithName("commy-cli"))
 }
 
 // withClient runs fn with a connected client.

@@ -3,9 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -95,17 +93,3 @@ func TestInspectionCommands(t *testing.T) {
 	}
 }
 
-func TestDefaultSocket(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-	if got := DefaultSocket(); got != "/run/user/1000/commy/commy.sock" {
-		t.Errorf("with XDG_RUNTIME_DIR: %s", got)
-	}
-	t.Setenv("XDG_RUNTIME_DIR", "")
-	want := "/run/commy/commy.sock"
-	if os.Getuid() != 0 {
-		want = "/tmp/commy-" + strconv.Itoa(os.Getuid()) + "/commy.sock"
-	}
-	if got := DefaultSocket(); got != want {
-		t.Errorf("without XDG_RUNTIME_DIR: %s, want %s", got, want)
-	}
-}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/paths"
 	"github.com/commy/commy/ipc"
 	"github.com/commy/commy/shm"
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -33,7 +34,7 @@ func serveCommand() *ucli.Command {
 			"NOTIFY_SOCKET (Type=notify, WatchdogSec=). With --backend memfd it keeps every tenant and service in the\n" +
 			"unit's file descriptor store (FileDescriptorStoreMax=) and restores them when systemd starts it again.",
 		Flags: append([]ucli.Flag{
-			&ucli.StringFlag{Name: "data-dir", Usage: "service files and the audit log (default: beside the socket)", EnvVars: []string{"COMMY_DATA_DIR"}},
+			&ucli.StringFlag{Name: "data-dir", Usage: "service files and the audit log `DIR`", EnvVars: []string{paths.DataDirEnv}, DefaultText: paths.DataDirHelp},
 			&ucli.StringFlag{Name: "backend", Value: broker.BackendFile, Usage: "service file backend: file (persistent) or memfd (sealed, in memory)"},
 			&ucli.StringFlag{Name: "policy", Usage: "TOML policy `FILE` (default: only root and the broker's user have rights)"},
 			&ucli.StringFlag{Name: "audit-log", Usage: "audit log `FILE` (default: <data-dir>/audit.log)"},
@@ -101,34 +102,57 @@ func serve(c *ucli.Context) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	socket := socketOf(c)
 	inherited, stored, err := systemdFDs()
 	if err != nil {
 		return err
 	}
-	var paths []string
+	socket, err := socketOf(c)
+	if err != nil && len(inherited) == 0 {
+		closeStored(stored)
+		return err
+	}
+	var served []string
 	for _, l := range inherited {
-		paths = append(paths, socketPath(l))
+		served = append(served, socketPath(l))
 	}
 	if len(inherited) > 0 {
-		if !slices.Contains(paths, socket) {
+		if socket != "" && !slices.Contains(served, socket) {
 			level := slog.LevelInfo
 			if socketSet(c) {
 				level = slog.LevelWarn
 			}
-			log.Log(c.Context, level, "serving the sockets systemd passed; --socket is ignored", "socket", socket, "passed", paths)
+			log.Log(c.Context, level, "serving the sockets systemd passed; --socket is ignored", "socket", socket, "passed", strings.Join(served, " "))
 		}
 		if c.IsSet("socket-mode") {
 			log.Warn("--socket-mode is ignored for sockets systemd passed (SocketMode= in the socket unit sets it)")
 		}
-		if paths[0] != "" {
-			socket = paths[0]
+		if served[0] != "" {
+			socket = served[0]
 		}
+	}
+	ls := make([]net.Listener, 0, max(1, len(inherited)))
+	for _, l := range inherited {
+		ls = append(ls, l)
+	}
+	if len(ls) == 0 {
+		// Listen before the data directory is touched: a second broker on
+		// the same socket stops here instead of recovering (and repairing)
+		// the data of the broker that is running.
+		l, err := broker.Listen(socket, os.FileMode(mode))
+		if err != nil {
+			closeStored(stored)
+			return err
+		}
+		ls, served = append(ls, l), []string{socket}
 	}
 
 	dataDir := c.String("data-dir")
 	if dataDir == "" {
-		dataDir = defaultDataDir(socket)
+		if dataDir, err = paths.DefaultDataDir(os.Getuid()); err != nil {
+			closeListeners(ls)
+			closeStored(stored)
+			return err
+		}
 	}
 	cfg := broker.Config{
 		DataDir: dataDir, Backend: c.String("backend"), AuditLog: c.String("audit-log"), Policy: policy,
@@ -136,13 +160,13 @@ func serve(c *ucli.Context) error {
 		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
 	}
 	if err := metricsConfig(c, &cfg); err != nil {
-		closeListeners(inherited)
+		closeListeners(ls)
 		closeStored(stored)
 		return err
 	}
 	store, err := fdStoreConfig(c, &cfg, stored, log)
 	if err != nil {
-		closeListeners(inherited)
+		closeListeners(ls)
 		return err
 	}
 	if store != nil {
@@ -156,30 +180,22 @@ func serve(c *ucli.Context) error {
 		if cfg.Probe != nil {
 			cfg.Probe.Close()
 		}
-		closeListeners(inherited)
+		closeListeners(ls)
 		return err
 	}
 	stopMetrics, err := startMetrics(c, b, log)
 	if err != nil {
 		b.Close()
-		closeListeners(inherited)
+		closeListeners(ls)
 		return err
 	}
 	defer stopMetrics() // after serveUntilSignal has shut the broker down
-	var ls []net.Listener
-	for _, l := range inherited {
-		ls = append(ls, l)
+	policyNote := policyFile
+	if policyNote == "" {
+		policyNote = fmt.Sprintf("none: only root and the broker's user (uid %d) have rights", os.Getuid())
 	}
-	if len(ls) == 0 {
-		l, err := broker.Listen(socket, os.FileMode(mode))
-		if err != nil {
-			b.Close()
-			return err
-		}
-		ls, paths = append(ls, l), []string{socket}
-	}
-	log.Info("commy broker serving", "socket", paths, "socket_activated", len(inherited) > 0, "data_dir", dataDir,
-		"backend", cfg.Backend, "policy", policyFile, "version", broker.Version, "pid", os.Getpid())
+	log.Info("commy broker serving", "socket", strings.Join(served, " "), "socket_activated", len(inherited) > 0, "data_dir", dataDir,
+		"backend", cfg.Backend, "policy", policyNote, "version", broker.Version, "pid", os.Getpid())
 	return serveUntilSignal(b, ls, sigs, policyFile, watchdog, log)
 }
 

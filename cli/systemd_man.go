@@ -30,17 +30,6 @@ func manCommand() *ucli.Command {
 // environment and systemd, as a man page in section 1.
 func manPage() ([]byte, error) {
 	app := App()
-	// The default socket depends on who runs the command; say so instead
-	// of printing the builder's path.
-	flags := app.Flags
-	for _, cmd := range app.Commands {
-		flags = append(flags, cmd.Flags...)
-	}
-	for _, f := range flags {
-		if sf, ok := f.(*ucli.StringFlag); ok && sf.Name == "socket" {
-			sf.DefaultText = "$XDG_RUNTIME_DIR/commy/commy.sock, else /run/commy/commy.sock for root, else /tmp/commy-UID/commy.sock"
-		}
-	}
 	md, err := app.ToMarkdown()
 	if err != nil {
 		return nil, fmt.Errorf("man page: %w", err)

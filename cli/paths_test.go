@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commy/commy/internal/testutil"
+)
+
+// TestServeSocketFirst: a second broker on a socket in use stops before it
+// opens (and would recover and repair) any data directory.
+func TestServeSocketFirst(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "s.sock")
+	first := startProc(t, commyCommand(t, "serve", "--socket", sock, "--data-dir", filepath.Join(dir, "data")))
+	dialBroker(t, sock).Close()
+
+	second := filepath.Join(dir, "data2")
+	code, stderr := startProc(t, commyCommand(t, "serve", "--socket", sock, "--data-dir", second)).wait()
+	if code == 0 || !strings.Contains(stderr, "socket in use") {
+		t.Errorf("second broker: exit %d, stderr:\n%s", code, stderr)
+	}
+	if _, err := os.Lstat(second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("second broker touched its data directory before finding the socket in use: %v", err)
+	}
+	first.stop()
+}
+
+// TestServeNoSharedDefault: a user without a runtime directory gets no
+// default socket in a shared directory such as /tmp; the error says what to
+// set.
+func TestServeNoSharedDefault(t *testing.T) {
+	testutil.RequireRoot(t)
+	state := shortDir(t)
+	if err := os.Chown(state, testutil.Nobody, testutil.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := testutil.Child(t, "commy", testutil.Nobody, testutil.Nobody)
+	cmd.Args = append(cmd.Args, "serve")
+	cmd.Env = append(cleanEnv(), "XDG_RUNTIME_DIR=", "XDG_STATE_HOME="+state)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() }) // it served: the bug
+	err := cmd.Wait()
+	kill.Stop()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(out.String(), "XDG_RUNTIME_DIR") {
+		t.Fatalf("serve as uid %d without XDG_RUNTIME_DIR: %v\n%s", testutil.Nobody, err, out.String())
+	}
+	matches, err := filepath.Glob("/tmp/commy-65534*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(matches) > 0 {
+		t.Errorf("a default under /tmp was made: %v", matches)
+	}
+}
+
+// TestServeStartLog: the start-up log names the socket as a path and says
+// who has rights when no policy is loaded.
+func TestServeStartLog(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "s.sock")
+	p := startProc(t, commyCommand(t, "serve", "--socket", sock, "--data-dir", filepath.Join(dir, "data"), "--log-format", "text"))
+	dialBroker(t, sock).Close()
+	stderr := p.stop()
+	for _, want := range []string{"socket=" + sock + " ", fmt.Sprintf("only root and the broker's user (uid %d) have rights", os.Getuid())} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("start-up log lacks %q:\n%s", want, stderr)
+		}
+	}
+}
