@@ -92,4 +92,3 @@ func TestInspectionCommands(t *testing.T) {
 		t.Errorf("tenants --json via COMMY_SOCKET: %d %q %q", code, out, errOut)
 	}
 }
-
