@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/client"
 	"github.com/commy/commy/metrics"
 	ucli "github.com/urfave/cli/v2"
 )
@@ -224,7 +224,7 @@ func TestStatsCommand(t *testing.T) {
 	if code := run([]string{"commy", "--socket", sock, "stats", "--json"}, &out, &errOut); code != 0 {
 		t.Fatalf("stats --json: %d %s", code, errOut.String())
 	}
-	var st ipc.Stats
+	var st client.Stats
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 		t.Fatal(err)
 	}
