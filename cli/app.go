@@ -1,24 +1,20 @@
 package cli
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 
-	"github.com/commy/commy/broker"
 	"github.com/commy/commy/internal/paths"
-	"github.com/commy/commy/ipc"
 	ucli "github.com/urfave/cli/v2"
 )
 
 // App returns the commy command-line application.
 func App() *ucli.App {
 	app := &ucli.App{
-		Flags:   []ucli.Flag{socketFlag()},
+		Flags:   []ucli.Flag{socketFlag(), jsonFlag},
 		Name:    "commy",
 		Usage:   "same-host IPC broker with a shared-memory fast path",
-		Version: broker.Version,
+		Version: versionString(),
 		Description: "commy keeps tenants, services and named variables in shared memory and serves them over a\n" +
 			"Unix socket. `commy serve` runs the broker; the other commands talk to it.",
 		Commands: []*ucli.Command{
@@ -27,17 +23,32 @@ func App() *ucli.App {
 			getCommand(), setCommand(), watchCommand(), statsCommand(),
 			createCommand(), deleteCommand(), allocCommand(), deallocCommand(),
 			auditCommand(),
+			versionCommand(), completionCommand(),
 			manCommand(),
 		},
 		EnableBashCompletion: true,
 		ExitErrHandler:       func(*ucli.Context, error) {},
+		// Reached only without a command, or with one that does not exist.
+		Action: func(c *ucli.Context) error {
+			if c.Args().Present() {
+				return usagef("unknown command %q; `commy help` lists the commands", c.Args().First())
+			}
+			return ucli.ShowAppHelp(c)
+		},
+		OnUsageError: onUsageError,
 	}
 	for _, cmd := range app.Commands {
-		if !cmd.Hidden {
+		if !cmd.Hidden && cmd.Name != "version" && cmd.Name != "completion" {
 			cmd.Flags = append(cmd.Flags, socketFlag())
 		}
+		cmd.OnUsageError = onUsageError
 	}
 	return app
+}
+
+// onUsageError turns urfave/cli's flag errors into usage errors (exit 64).
+func onUsageError(c *ucli.Context, err error, _ bool) error {
+	return usagef("%v; see `%s --help`", err, fullName(c))
 }
 
 // socketFlag is --socket, which commy and every command take: both
@@ -77,8 +88,9 @@ func explicitSocket(c *ucli.Context) (string, bool) {
 	return "", false
 }
 
-// Main runs the application and returns the process exit code: 0 on success,
-// 1 on failure (with the broker's error code on stderr), 2 on bad usage.
+// Main runs the application and returns the process exit status: 0 on
+// success, else the class of the failure (see ExitUsage and the others,
+// and docs/cli.md). With --json, errors are JSON on stderr.
 func Main(args []string) int {
 	return run(args, os.Stdout, os.Stderr)
 }
@@ -88,26 +100,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.Writer, app.ErrWriter = stdout, stderr
 	err := app.Run(args)
 	if err == nil {
-		return 0
+		return ExitOK
 	}
-	var re *ipc.RemoteError
-	var ue usageError
-	switch {
-	case errors.As(err, &re):
-		fmt.Fprintf(stderr, "commy: %s: %s\n", re.Code, re.Message)
-		return 1
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "commy: %v\n", err)
-		return 2
-	default:
-		fmt.Fprintf(stderr, "commy: %v\n", err)
-		return 1
-	}
+	return report(stderr, err, wantsJSON(args))
 }
 
-// usageError is a mistake in the command line.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+// wantsJSON reports whether --json is among the flags, so that even an
+// error in reading the command line is reported as JSON.
+func wantsJSON(args []string) bool {
+	for _, a := range args[1:] {
+		switch a {
+		case "--":
+			return false
+		case "--json", "-json", "--json=true", "-json=true":
+			return true
+		}
+	}
+	return false
+}

@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/commy/commy/broker"
@@ -26,6 +26,9 @@ func auditCommand() *ucli.Command {
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new records until interrupted"},
 		},
 		Action: func(c *ucli.Context) error {
+			if _, err := args(c, 0, 0); err != nil {
+				return err
+			}
 			path := c.String("file")
 			if path == "" {
 				dir, err := paths.DataDir()
@@ -41,9 +44,9 @@ func auditCommand() *ucli.Command {
 			defer f.Close()
 			ctx, stop := signalContext(c.Context)
 			defer stop()
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			w := c.App.Writer
 			if !c.Bool("json") {
-				fmt.Fprintln(tw, "TIME\tEVENT\tPID\tUID\tWHAT\tDETAIL")
+				fmt.Fprintf(w, auditColumns, "TIME", "EVENT", "PID", "UID", "WHAT", "DETAIL")
 			}
 			var pending []byte
 			buf := make([]byte, 64<<10)
@@ -55,7 +58,7 @@ func auditCommand() *ucli.Command {
 					if i < 0 {
 						break
 					}
-					if perr := printRecord(tw, pending[:i], c.Bool("json")); perr != nil {
+					if perr := printRecord(w, pending[:i], c.Bool("json")); perr != nil {
 						return perr
 					}
 					pending = pending[i+1:]
@@ -66,7 +69,6 @@ func auditCommand() *ucli.Command {
 				if n > 0 {
 					continue
 				}
-				tw.Flush()
 				if !c.Bool("follow") {
 					return nil
 				}
@@ -79,6 +81,14 @@ func auditCommand() *ucli.Command {
 		},
 	}
 }
+
+// The audit table's columns have fixed widths, so that lines printed by
+// `audit -f` at different times line up; a longer value pushes the rest of
+// its line only.
+const (
+	auditColumns = "%-27s  %-23s  %7s  %5s  %-24s  %s\n"
+	auditTime    = "2006-01-02T15:04:05.000000Z07:00"
+)
 
 func printRecord(w io.Writer, line []byte, asJSON bool) error {
 	if asJSON {
@@ -118,6 +128,10 @@ func printRecord(w io.Writer, line []byte, asJSON bool) error {
 	if r.Broker {
 		detail = append(detail, "broker")
 	}
-	_, err := fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Time, r.Event, r.PID, uid, what, strings.Join(detail, " "))
+	t := r.Time
+	if tm, err := time.Parse(time.RFC3339Nano, r.Time); err == nil {
+		t = tm.UTC().Format(auditTime)
+	}
+	_, err := fmt.Fprintf(w, auditColumns, t, r.Event, strconv.Itoa(int(r.PID)), uid, what, strings.Join(detail, " "))
 	return err
 }

@@ -2,68 +2,130 @@ package cli
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/commy/commy/client"
 	ucli "github.com/urfave/cli/v2"
 )
 
-var jsonFlag = &ucli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+var jsonFlag = &ucli.BoolFlag{Name: "json", Usage: "print JSON for scripts (fields: docs/cli.md); errors too, on stderr"}
 
-var formatFlag = &ucli.StringFlag{Name: "format", Value: "auto", Usage: "how to print values: auto (text when printable, else hex), utf8, hex or raw"}
-
-// dial connects to the broker named by --socket / COMMY_SOCKET.
+// dial connects to the broker named by --socket / COMMY_SOCKET, and says
+// what was tried when no broker answers.
 func dial(c *ucli.Context) (*client.Client, error) {
-	socket, err := socketOf(c)
+	path, err := socketOf(c)
 	if err != nil {
+		return nil, err
+	}
+	if err := notSocket(path); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	return client.Dial(ctx, socket, client.WithName("commy-cli"))
+	cl, err := client.Dial(ctx, path, client.WithName("commy-cli"))
+	if err != nil {
+		var re *client.Error
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		return nil, dialError(path, err)
+	}
+	return cl, nil
 }
 
-// withClient runs fn with a connected client.
-func withClient(fn func(c *ucli.Context, cl *client.Client) error) ucli.ActionFunc {
+// withClient checks the arguments, then runs fn with a connected client.
+func withClient(min, max int, fn func(c *ucli.Context, cl *client.Client, a []string) error) ucli.ActionFunc {
 	return func(c *ucli.Context) error {
+		a, err := args(c, min, max)
+		if err != nil {
+			return err
+		}
 		cl, err := dial(c)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		return fn(c, cl)
+		return asTyped(fn(c, cl, a), a)
 	}
 }
+
+// asTyped puts TENANT/SERVICE as the user typed it in place of the service
+// id ("acme_orders") in the broker's error messages.
+func asTyped(err error, a []string) error {
+	var re *client.Error
+	if len(a) == 0 || !errors.As(err, &re) {
+		return err
+	}
+	t, s, ok := strings.Cut(a[0], "/")
+	if !ok {
+		return err
+	}
+	return &client.Error{Code: re.Code, Message: strings.ReplaceAll(re.Message, t+"_"+s, a[0])}
+}
+
+// target is TENANT/SERVICE as the user typed it.
+type target struct{ tenant, service string }
+
+func (t target) String() string { return t.tenant + "/" + t.service }
 
 // splitService parses TENANT/SERVICE.
-func splitService(s string) (string, string, error) {
+func splitService(s string) (target, error) {
 	t, svc, ok := strings.Cut(s, "/")
 	if !ok || t == "" || svc == "" {
-		return "", "", usagef("%q: want TENANT/SERVICE", s)
+		return target{}, usagef("%q: want TENANT/SERVICE", s)
 	}
-	return t, svc, nil
+	return target{t, svc}, nil
 }
 
-func args(c *ucli.Context, min, max int, usage string) ([]string, error) {
+// args checks the command's arguments against its ArgsUsage: at least min,
+// at most max (-1: any), and no flag among them (urfave/cli stops reading
+// flags at the first argument).
+func args(c *ucli.Context, min, max int) ([]string, error) {
 	a := c.Args().Slice()
-	if len(a) < min || (max >= 0 && len(a) > max) {
-		return nil, usagef("usage: commy %s %s", c.Command.Name, usage)
+	usage := strings.TrimSpace(fmt.Sprintf("usage: %s [flags] %s", fullName(c), c.Command.ArgsUsage))
+	for _, s := range a {
+		if isFlag(c, s) {
+			return nil, usagef("flag %s after an argument: flags go before the arguments (%s)", s, usage)
+		}
+	}
+	switch {
+	case len(a) < min:
+		return nil, usagef("missing arguments; %s", usage)
+	case max >= 0 && len(a) > max:
+		return nil, usagef("unexpected argument %q; %s", a[max], usage)
 	}
 	return a, nil
+}
+
+func fullName(c *ucli.Context) string {
+	if c.Command == nil || c.Command.Name == "" || c.Command.Name == c.App.Name {
+		return "commy"
+	}
+	return "commy " + c.Command.Name
+}
+
+// isFlag reports whether s names one of the command's flags.
+func isFlag(c *ucli.Context, s string) bool {
+	if len(s) < 2 || s[0] != '-' {
+		return false
+	}
+	name, _, _ := strings.Cut(strings.TrimLeft(s, "-"), "=")
+	for _, f := range c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return name == "help" || name == "h"
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -84,6 +146,9 @@ func table(w io.Writer, header string, rows [][]string) error {
 // list prints items as JSON with --json, else as a table of one row each.
 func list[T any](c *ucli.Context, items []T, header string, row func(T) []string) error {
 	if c.Bool("json") {
+		if items == nil {
+			items = []T{}
+		}
 		return printJSON(c.App.Writer, items)
 	}
 	rows := make([][]string, len(items))
@@ -93,33 +158,55 @@ func list[T any](c *ucli.Context, items []T, header string, row func(T) []string
 	return table(c.App.Writer, header, rows)
 }
 
+// done prints what a command did: v with --json, else the line.
+func done(c *ucli.Context, v any, line string, a ...any) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, v)
+	}
+	_, err := fmt.Fprintf(c.App.Writer, line+"\n", a...)
+	return err
+}
+
+type tenantJSON struct {
+	TenantID string `json:"tenant_id"`
+}
+
 func tenantsCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "tenants", Usage: "list tenants", Flags: []ucli.Flag{jsonFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
+		Action: withClient(0, 0, func(c *ucli.Context, cl *client.Client, _ []string) error {
 			ts, err := cl.Tenants(c.Context)
 			if err != nil {
 				return err
 			}
-			return list(c, ts, "TENANT", func(t string) []string { return []string{t} })
+			out := make([]tenantJSON, len(ts))
+			for i, t := range ts {
+				out[i] = tenantJSON{t}
+			}
+			return list(c, out, "TENANT", func(t tenantJSON) []string { return []string{t.TenantID} })
 		}),
 	}
 }
 
+type serviceJSON struct {
+	TenantID string `json:"tenant_id"`
+	client.ServiceInfo
+}
+
 func servicesCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "services", Usage: "list a tenant's services", ArgsUsage: "TENANT", Flags: []ucli.Flag{jsonFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 1, 1, "TENANT")
-			if err != nil {
-				return err
-			}
+		Name: "services", Usage: "list a tenant's services", ArgsUsage: "TENANT", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			ss, err := cl.Services(c.Context, a[0])
 			if err != nil {
 				return err
 			}
-			return list(c, ss, "SERVICE\tID\tVARIABLES\tFILE SIZE", func(s client.ServiceInfo) []string {
-				return []string{s.ServiceName, s.ServiceID, strconv.FormatUint(s.Variables, 10), strconv.FormatUint(s.FileSize, 10)}
+			out := make([]serviceJSON, len(ss))
+			for i, s := range ss {
+				out[i] = serviceJSON{a[0], s}
+			}
+			return list(c, out, "SERVICE\tVARIABLES\tFILE SIZE", func(s serviceJSON) []string {
+				return []string{a[0] + "/" + s.ServiceName, strconv.FormatUint(s.Variables, 10), size(c, s.FileSize)}
 			})
 		}),
 	}
@@ -127,13 +214,9 @@ func servicesCommand() *ucli.Command {
 
 func varsCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "vars", Usage: "list a service's variables", ArgsUsage: "TENANT/SERVICE", Flags: []ucli.Flag{jsonFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 1, 1, "TENANT/SERVICE")
-			if err != nil {
-				return err
-			}
-			svc, err := service(c, cl, a[0])
+		Name: "vars", Usage: "list a service's variables", ArgsUsage: "TENANT/SERVICE", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
+			svc, _, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
@@ -142,66 +225,47 @@ func varsCommand() *ucli.Command {
 				return err
 			}
 			return list(c, vs, "NAME\tSIZE\tCAPACITY\tVERSION", func(v client.VariableInfo) []string {
-				return []string{v.Name, strconv.FormatUint(v.Size, 10), strconv.FormatUint(v.Capacity, 10), strconv.FormatUint(v.Version, 10)}
+				return []string{v.Name, size(c, v.Size), size(c, v.Capacity), strconv.FormatUint(v.Version, 10)}
 			})
 		}),
 	}
 }
 
-func service(c *ucli.Context, cl *client.Client, ts string) (*client.Service, error) {
-	t, s, err := splitService(ts)
+func service(c *ucli.Context, cl *client.Client, ts string) (*client.Service, target, error) {
+	t, err := splitService(ts)
 	if err != nil {
-		return nil, err
+		return nil, t, err
 	}
-	return cl.Service(c.Context, t, s)
+	svc, err := cl.Service(c.Context, t.tenant, t.service)
+	return svc, t, err
 }
 
-// value is how a value is printed as JSON.
-type value struct {
-	Variable string  `json:"variable"`
-	Version  uint64  `json:"version"`
-	Size     int     `json:"size"`
-	Text     *string `json:"text,omitempty"` // when the value is valid UTF-8
-	Hex      string  `json:"hex"`
+// valueJSON is a value as get and watch print it with --json.
+type valueJSON struct {
+	TenantID     string `json:"tenant_id"`
+	ServiceName  string `json:"service_name"`
+	VariableName string `json:"variable_name"`
+	Version      uint64 `json:"version"`
+	Size         int    `json:"size"`
+	Encoding     string `json:"encoding"` // base64, text or hex
+	Data         string `json:"data"`
 }
 
-func newValue(name string, v uint64, data []byte) value {
-	out := value{Variable: name, Version: v, Size: len(data), Hex: hex.EncodeToString(data)}
-	if utf8.Valid(data) {
-		s := string(data)
-		out.Text = &s
-	}
-	return out
-}
-
-// format renders a value for people.
-func format(data []byte, how string) (string, error) {
-	switch how {
-	case "auto":
-		if utf8.Valid(data) && strings.IndexFunc(string(data), func(r rune) bool { return !unicode.IsPrint(r) && r != '\n' && r != '\t' }) < 0 {
-			return string(data), nil
-		}
-		return "0x" + hex.EncodeToString(data), nil
-	case "utf8":
-		return string(data), nil
-	case "hex":
-		return hex.EncodeToString(data), nil
-	case "raw":
-		return string(data), nil
-	}
-	return "", usagef("--format %q: want auto, utf8, hex or raw", how)
+func newValue(t target, name string, v uint64, data []byte, f string) (valueJSON, error) {
+	s, err := encode(data, f)
+	return valueJSON{TenantID: t.tenant, ServiceName: t.service, VariableName: name, Version: v, Size: len(data), Encoding: f, Data: s}, err
 }
 
 func getCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "get", Usage: "print a variable's value", ArgsUsage: "TENANT/SERVICE VARIABLE",
-		Flags: []ucli.Flag{jsonFlag, formatFlag, &ucli.BoolFlag{Name: "mapped", Usage: "read through the shared-memory mapping"}},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 2, 2, "TENANT/SERVICE VARIABLE")
+		Flags: []ucli.Flag{jsonFlag, formatFlag(), &ucli.BoolFlag{Name: "mapped", Usage: "read through the shared-memory mapping"}},
+		Action: withClient(2, 2, func(c *ucli.Context, cl *client.Client, a []string) error {
+			f, err := outFormat(c)
 			if err != nil {
 				return err
 			}
-			svc, err := service(c, cl, a[0])
+			svc, t, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
@@ -224,14 +288,18 @@ func getCommand() *ucli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, newValue(a[1], v, data))
+				out, err := newValue(t, a[1], v, data, f)
+				if err != nil {
+					return err
+				}
+				return printJSON(c.App.Writer, out)
 			}
-			s, err := format(data, c.String("format"))
-			if err != nil {
+			if f == fmtRaw {
+				_, err = c.App.Writer.Write(data)
 				return err
 			}
-			if c.String("format") == "raw" {
-				_, err = io.WriteString(c.App.Writer, s)
+			s, err := encode(data, f)
+			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintln(c.App.Writer, s)
@@ -240,37 +308,24 @@ func getCommand() *ucli.Command {
 	}
 }
 
-// parseValue reads VALUE: text, hex with --hex, or standard input for "-".
-func parseValue(c *ucli.Context, s string) ([]byte, error) {
-	if s == "-" {
-		return io.ReadAll(os.Stdin)
-	}
-	if c.Bool("hex") {
-		b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
-		if err != nil {
-			return nil, usagef("--hex value: %v", err)
-		}
-		return b, nil
-	}
-	return []byte(s), nil
+// writtenJSON is what set, alloc and dealloc print with --json.
+type writtenJSON struct {
+	TenantID     string `json:"tenant_id"`
+	ServiceName  string `json:"service_name"`
+	VariableName string `json:"variable_name"`
+	Version      uint64 `json:"version,omitempty"` // not for dealloc
 }
-
-var hexFlag = &ucli.BoolFlag{Name: "hex", Usage: "VALUE is hexadecimal"}
 
 func setCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "set", Usage: "write a variable", ArgsUsage: "TENANT/SERVICE VARIABLE VALUE|-",
-		Flags: []ucli.Flag{jsonFlag, hexFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 3, 3, "TENANT/SERVICE VARIABLE VALUE|-")
+		Flags: []ucli.Flag{jsonFlag, inputFlag()},
+		Action: withClient(3, 3, func(c *ucli.Context, cl *client.Client, a []string) error {
+			data, err := decode(c, a[2])
 			if err != nil {
 				return err
 			}
-			data, err := parseValue(c, a[2])
-			if err != nil {
-				return err
-			}
-			svc, err := service(c, cl, a[0])
+			svc, t, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
@@ -278,28 +333,30 @@ func setCommand() *ucli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, map[string]any{"variable": a[1], "version": v})
-			}
-			_, err = fmt.Fprintf(c.App.Writer, "%s version %d\n", a[1], v)
-			return err
+			return done(c, writtenJSON{t.tenant, t.service, a[1], v}, "%s %s version %d", t, a[1], v)
 		}),
 	}
+}
+
+// watchJSON is one line of watch --json.
+type watchJSON struct {
+	Time  string `json:"time"`
+	Event string `json:"event"` // changed, deleted (the variable) or service_deleted
+	valueJSON
 }
 
 func watchCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "watch", Usage: "print each change to a service until interrupted", ArgsUsage: "TENANT/SERVICE [VARIABLE...]",
-		Flags: []ucli.Flag{jsonFlag, formatFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 1, -1, "TENANT/SERVICE [VARIABLE...]")
+		Description: "Prints one line per change. Values longer than the terminal are cut (--full prints them whole).\n" +
+			"When the service is deleted, watch says so and exits with status 66.",
+		Flags: []ucli.Flag{jsonFlag, formatFlag(), &ucli.BoolFlag{Name: "full", Usage: "print whole values, however long"}},
+		Action: withClient(1, -1, func(c *ucli.Context, cl *client.Client, a []string) error {
+			f, err := outFormat(c)
 			if err != nil {
 				return err
 			}
-			if _, err := format(nil, c.String("format")); err != nil {
-				return err
-			}
-			svc, err := service(c, cl, a[0])
+			svc, t, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
@@ -315,8 +372,12 @@ func watchCommand() *ucli.Command {
 				return err
 			}
 			defer m.Close()
+			w := &watcher{c: c, t: t, f: f}
+			if !c.Bool("full") {
+				w.width = termWidth(c.App.Writer)
+			}
 			if !c.Bool("json") {
-				fmt.Fprintf(c.App.ErrWriter, "watching %s (%s); Ctrl-C to stop\n", svc.ID, map[bool]string{true: "mapped", false: "socket"}[m.Local()])
+				fmt.Fprintf(c.App.ErrWriter, "watching %s (%s); Ctrl-C to stop\n", t, map[bool]string{true: "mapped", false: "socket"}[m.Local()])
 			}
 			var buf []byte
 			for {
@@ -332,6 +393,7 @@ func watchCommand() *ucli.Command {
 					idx[i] = i
 				}
 				sort.Slice(idx, func(i, j int) bool { return n.Variables[idx[i]] < n.Variables[idx[j]] })
+				gone := false
 				for _, i := range idx {
 					name, ver := n.Variables[i], n.Versions[i]
 					var data []byte
@@ -345,8 +407,19 @@ func watchCommand() *ucli.Command {
 						}
 						data = buf
 					}
-					if err := printChange(c, name, ver, data, deleted); err != nil {
+					gone = gone || deleted
+					if err := w.change(name, ver, data, deleted); err != nil {
 						return err
+					}
+				}
+				if gone {
+					// A deleted service ends the subscription with every
+					// variable at version 0.
+					if _, err := cl.Service(ctx, t.tenant, t.service); errors.Is(err, client.ErrServiceNotFound) {
+						if err := w.serviceDeleted(); err != nil {
+							return err
+						}
+						return fmt.Errorf("watch %s: the service was deleted: %w", t, err)
 					}
 				}
 			}
@@ -354,34 +427,66 @@ func watchCommand() *ucli.Command {
 	}
 }
 
-func printChange(c *ucli.Context, name string, ver uint64, data []byte, deleted bool) error {
+// watcher prints watch's lines.
+type watcher struct {
+	c     *ucli.Context
+	t     target
+	f     string
+	width int // cut values to this many characters; 0: never
+}
+
+func (w *watcher) change(name string, ver uint64, data []byte, deleted bool) error {
 	now := time.Now().Format(time.RFC3339Nano)
-	if c.Bool("json") {
+	out := w.c.App.Writer
+	if w.c.Bool("json") {
+		line := watchJSON{Time: now, Event: "changed"}
 		if deleted {
-			return json.NewEncoder(c.App.Writer).Encode(map[string]any{"time": now, "variable": name, "deleted": true})
+			line.Event = "deleted"
+			line.valueJSON = valueJSON{TenantID: w.t.tenant, ServiceName: w.t.service, VariableName: name, Encoding: w.f}
+		} else {
+			v, err := newValue(w.t, name, ver, data, w.f)
+			if err != nil {
+				return err
+			}
+			line.valueJSON = v
 		}
-		v := newValue(name, ver, data)
-		return json.NewEncoder(c.App.Writer).Encode(struct {
-			Time string `json:"time"`
-			value
-		}{now, v})
+		return json.NewEncoder(out).Encode(line)
 	}
 	if deleted {
-		_, err := fmt.Fprintf(c.App.Writer, "%s %s deleted\n", now, name)
+		_, err := fmt.Fprintf(out, "%s %s deleted\n", now, name)
 		return err
 	}
-	s, err := format(data, c.String("format"))
-	if err != nil {
-		return err
+	var s string
+	if w.f == fmtRaw {
+		s = string(data)
+	} else {
+		var err error
+		if s, err = encode(data, w.f); err != nil {
+			return err
+		}
 	}
-	_, err = fmt.Fprintf(c.App.Writer, "%s %s v%d = %s\n", now, name, ver, s)
+	head := fmt.Sprintf("%s %s v%d = ", now, name, ver)
+	width := w.width
+	if width > 0 {
+		width = max(width-len(head), 16)
+	}
+	_, err := fmt.Fprintf(out, "%s%s\n", head, truncate(s, width, len(data)))
+	return err
+}
+
+func (w *watcher) serviceDeleted() error {
+	now := time.Now().Format(time.RFC3339Nano)
+	if w.c.Bool("json") {
+		return json.NewEncoder(w.c.App.Writer).Encode(watchJSON{Time: now, Event: "service_deleted", valueJSON: valueJSON{TenantID: w.t.tenant, ServiceName: w.t.service, Encoding: w.f}})
+	}
+	_, err := fmt.Fprintf(w.c.App.Writer, "%s service %s deleted\n", now, w.t)
 	return err
 }
 
 func statsCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "stats", Usage: "print the broker's figures (admin)", Flags: []ucli.Flag{jsonFlag},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
+		Name: "stats", Usage: "print the broker's figures (admin)", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Action: withClient(0, 0, func(c *ucli.Context, cl *client.Client, _ []string) error {
 			st, err := cl.Stats(c.Context)
 			if err != nil {
 				return err
@@ -398,9 +503,9 @@ func statsCommand() *ucli.Command {
 				{"tenants", fmt.Sprint(st.Tenants)},
 				{"services", fmt.Sprint(st.Services)},
 				{"variables", fmt.Sprint(st.Variables)},
-				{"service_file_bytes", fmt.Sprint(st.ServiceFileBytes)},
-				{"bytes_in", fmt.Sprint(st.BytesIn)},
-				{"bytes_out", fmt.Sprint(st.BytesOut)},
+				{"service_file_bytes", size(c, st.ServiceFileBytes)},
+				{"bytes_in", size(c, st.BytesIn)},
+				{"bytes_out", size(c, st.BytesOut)},
 				{"notices_sent", fmt.Sprint(st.NoticesSent)},
 				{"notices_merged", fmt.Sprint(st.NoticesMerged)},
 				{"policy_reloads", fmt.Sprint(st.PolicyReloads)},
@@ -427,24 +532,31 @@ func statsCommand() *ucli.Command {
 	}
 }
 
+// createdJSON is what create and delete print with --json.
+type createdJSON struct {
+	TenantID    string `json:"tenant_id"`
+	ServiceName string `json:"service_name,omitempty"`
+	ServiceID   string `json:"service_id,omitempty"`
+	FilePath    string `json:"file_path,omitempty"` // create only
+}
+
 func createCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "create", Usage: "create a tenant, or a service of a tenant", ArgsUsage: "TENANT | TENANT/SERVICE",
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 1, 1, "TENANT | TENANT/SERVICE")
-			if err != nil {
-				return err
-			}
+		Flags: []ucli.Flag{jsonFlag},
+		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			t, s, isSvc := strings.Cut(a[0], "/")
 			if !isSvc {
-				return cl.CreateTenant(c.Context, t)
+				if err := cl.CreateTenant(c.Context, t); err != nil {
+					return err
+				}
+				return done(c, createdJSON{TenantID: t}, "created tenant %s", t)
 			}
 			svc, err := cl.CreateService(c.Context, t, s)
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(c.App.Writer, svc.FilePath)
-			return err
+			return done(c, createdJSON{t, s, svc.ID, svc.FilePath}, "created service %s/%s (file %s)", t, s, svc.FilePath)
 		}),
 	}
 }
@@ -452,16 +564,19 @@ func createCommand() *ucli.Command {
 func deleteCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "delete", Usage: "delete a tenant (with its services) or a service", ArgsUsage: "TENANT | TENANT/SERVICE",
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 1, 1, "TENANT | TENANT/SERVICE")
-			if err != nil {
-				return err
-			}
+		Flags: []ucli.Flag{jsonFlag},
+		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			t, s, isSvc := strings.Cut(a[0], "/")
 			if !isSvc {
-				return cl.DeleteTenant(c.Context, t)
+				if err := cl.DeleteTenant(c.Context, t); err != nil {
+					return err
+				}
+				return done(c, createdJSON{TenantID: t}, "deleted tenant %s", t)
 			}
-			return cl.DeleteService(c.Context, t, s)
+			if err := cl.DeleteService(c.Context, t, s); err != nil {
+				return err
+			}
+			return done(c, createdJSON{TenantID: t, ServiceName: s}, "deleted service %s/%s", t, s)
 		}),
 	}
 }
@@ -469,24 +584,27 @@ func deleteCommand() *ucli.Command {
 func allocCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "alloc", Usage: "create a variable", ArgsUsage: "TENANT/SERVICE VARIABLE [VALUE|-]",
-		Flags: []ucli.Flag{hexFlag, &ucli.IntFlag{Name: "capacity", Usage: "room in `BYTES` before the value must move"}},
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 2, 3, "TENANT/SERVICE VARIABLE [VALUE|-]")
-			if err != nil {
-				return err
-			}
+		Flags: []ucli.Flag{jsonFlag, inputFlag(), &ucli.IntFlag{Name: "capacity", Usage: "room in `BYTES` before the value must move (rounded up to a multiple of 64)"}},
+		Action: withClient(2, 3, func(c *ucli.Context, cl *client.Client, a []string) error {
 			var data []byte
+			var err error
 			if len(a) == 3 {
-				if data, err = parseValue(c, a[2]); err != nil {
+				if data, err = decode(c, a[2]); err != nil {
 					return err
 				}
 			}
-			svc, err := service(c, cl, a[0])
+			if c.Int("capacity") < 0 {
+				return usagef("--capacity %d: want 0 or more bytes", c.Int("capacity"))
+			}
+			svc, t, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
-			_, err = svc.Allocate(c.Context, a[1], data, c.Int("capacity"))
-			return err
+			v, err := svc.Allocate(c.Context, a[1], data, c.Int("capacity"))
+			if err != nil {
+				return err
+			}
+			return done(c, writtenJSON{t.tenant, t.service, a[1], v}, "%s %s version %d", t, a[1], v)
 		}),
 	}
 }
@@ -494,16 +612,16 @@ func allocCommand() *ucli.Command {
 func deallocCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "dealloc", Usage: "delete a variable", ArgsUsage: "TENANT/SERVICE VARIABLE",
-		Action: withClient(func(c *ucli.Context, cl *client.Client) error {
-			a, err := args(c, 2, 2, "TENANT/SERVICE VARIABLE")
+		Flags: []ucli.Flag{jsonFlag},
+		Action: withClient(2, 2, func(c *ucli.Context, cl *client.Client, a []string) error {
+			svc, t, err := service(c, cl, a[0])
 			if err != nil {
 				return err
 			}
-			svc, err := service(c, cl, a[0])
-			if err != nil {
+			if err := svc.Deallocate(c.Context, a[1]); err != nil {
 				return err
 			}
-			return svc.Deallocate(c.Context, a[1])
+			return done(c, writtenJSON{TenantID: t.tenant, ServiceName: t.service, VariableName: a[1]}, "%s %s deallocated", t, a[1])
 		}),
 	}
 }

@@ -190,11 +190,11 @@ func TestStatsCommand(t *testing.T) {
 	if code := run([]string{"commy", "--socket", sock, "create", "t"}, &out, &errOut); code != 0 {
 		t.Fatalf("create: %d %s", code, errOut.String())
 	}
-	if code := run([]string{"commy", "--socket", sock, "create", "t"}, &out, &errOut); code != 1 {
+	if code := run([]string{"commy", "--socket", sock, "create", "t"}, &out, &errOut); code != ExitConflict {
 		t.Fatalf("create again: %d %s", code, errOut.String())
 	}
 	out.Reset()
-	if code := run([]string{"commy", "--socket", sock, "stats"}, &out, &errOut); code != 0 {
+	if code := run([]string{"commy", "--socket", sock, "stats", "--bytes"}, &out, &errOut); code != 0 {
 		t.Fatalf("stats: %d %s", code, errOut.String())
 	}
 	rows := map[string]string{}
