@@ -67,6 +67,16 @@ type Config struct {
 	// Metrics makes the broker time every request for the latency
 	// histograms of Collector. Off, the request path reads no clock.
 	Metrics bool
+	// Resource limits (see docs/security.md, "Resources"): zero gets the
+	// default, a negative value means no limit.
+	IdleTimeout            time.Duration // drop a connection with no subscription that sends nothing this long; default none
+	FrameTimeout           time.Duration // a frame that has started must finish within this; default DefaultFrameTimeout
+	MaxConnectionsPerUID   int           // default DefaultMaxConnectionsPerUID
+	ReservedConnections    int           // of MaxConnections, only root and the broker's uid may use; default DefaultReservedConnections
+	MaxBufferedPerUID      int64         // bytes in incomplete frames and unread replies; default DefaultMaxBufferedPerUID
+	MaxSubscriptionsPerUID int           // default DefaultMaxSubscriptionsPerUID
+	MaxFilterNamesPerUID   int           // variable names in subscription filters; default DefaultMaxFilterNamesPerUID
+
 	// MetricsTenants is how many tenants, the first by id, Collector labels
 	// by name; the others are summed under tenant="_other". Default
 	// DefaultMetricsTenants; negative labels none.
@@ -98,6 +108,7 @@ type Broker struct {
 	latency *latency // nil unless Config.Metrics
 
 	refusedLogged atomic.Int64 // the second a refusal was last logged
+	users         *users
 
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
@@ -142,6 +153,7 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Policy == nil {
 		cfg.Policy = DefaultPolicy()
 	}
+	limitDefaults(&cfg)
 	if cfg.MetricsTenants == 0 {
 		cfg.MetricsTenants = DefaultMetricsTenants
 	}
@@ -157,6 +169,7 @@ func New(cfg Config) (*Broker, error) {
 		sessions: map[*session]struct{}{}, listeners: map[net.Listener]struct{}{},
 		probeFiles: map[fileKey]string{},
 	}
+	b.users = newUsers(userLimitsOf(cfg), uint32(os.Getuid()))
 	b.stats.init()
 	if cfg.Metrics {
 		b.latency = newLatency()
@@ -250,23 +263,35 @@ func (b *Broker) isClosing() bool {
 	return b.closing
 }
 
-// accept starts a session for uc, or refuses it when the broker is full.
+// accept starts a session for uc, or refuses it when the broker or the
+// caller's uid is full.
 func (b *Broker) accept(uc *net.UnixConn) {
-	b.smu.Lock()
-	if b.closing || len(b.sessions) >= b.cfg.MaxConnections {
-		full := !b.closing
-		b.smu.Unlock()
-		if full {
-			n := b.stats.rejected.Add(1)
-			// At most one line a second, however hard a flood pushes.
-			if now := time.Now().Unix(); b.refusedLogged.Swap(now) != now {
-				b.log.Warn("connections refused: too many connections", "limit", b.cfg.MaxConnections, "refused_total", n)
-			}
-		}
+	cred, err := ipc.PeerCred(uc)
+	if err != nil {
+		b.log.Error("connection dropped: no peer credentials", "err", err)
 		uc.Close()
 		return
 	}
-	s := newSession(b, uc)
+	b.smu.Lock()
+	if b.closing {
+		b.smu.Unlock()
+		uc.Close()
+		return
+	}
+	if limit := b.connectionLimit(cred.UID); len(b.sessions) >= limit {
+		b.smu.Unlock()
+		b.users.refuse(cred.UID, limitConnections)
+		b.refuseConn(uc, cred, fmt.Errorf("%w: connections: the broker holds %d, the most it serves for uid %d (%d of %d are kept for root and the broker's uid)",
+			ipc.ErrQuotaExceeded, limit, cred.UID, b.cfg.ReservedConnections, b.cfg.MaxConnections))
+		return
+	}
+	u, err := b.users.connect(cred.UID)
+	if err != nil {
+		b.smu.Unlock()
+		b.refuseConn(uc, cred, err)
+		return
+	}
+	s := newSession(b, uc, cred, u)
 	b.sessions[s] = struct{}{}
 	b.sessWG.Add(1)
 	b.smu.Unlock()

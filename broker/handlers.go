@@ -251,8 +251,8 @@ func (b *Broker) dropService(svc *service) error {
 		sess.subMu.Lock()
 		delete(sess.subs, svc.id)
 		sess.subMu.Unlock()
+		b.endSubscription(svc, sess)
 	}
-	clear(svc.subs)
 	svc.deleted = true
 	fi, _ := svc.file.Stat()
 	path := svc.file.Path()
@@ -517,6 +517,10 @@ func (s *session) subscribe(m *ipc.Subscribe) (ipc.Message, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if max := s.b.maxFilterNames(); len(m.Variables) > max {
+		return nil, nil, fmt.Errorf("%w: %s: %d variable names in the filter, limit %d (the variables a service holds)",
+			ipc.ErrQuotaExceeded, limitFilterNames, len(m.Variables), max)
+	}
 	sub := &subscription{}
 	if len(m.Variables) > 0 {
 		sub.filter = make(map[string]bool, len(m.Variables))
@@ -527,10 +531,15 @@ func (s *session) subscribe(m *ipc.Subscribe) (ipc.Message, *os.File, error) {
 			sub.filter[n] = true
 		}
 	}
+	// Charged while it is in svc.subs, given back when it leaves.
+	if err := s.user.subscribe(len(sub.filter)); err != nil {
+		return nil, nil, err
+	}
 	s.subMu.Lock()
 	_, again := s.subs[svc.id]
 	if !again && len(s.subs) >= s.b.cfg.MaxSubscriptions {
 		s.subMu.Unlock()
+		s.user.unsubscribe(len(sub.filter))
 		return nil, nil, fmt.Errorf("%w: %d subscriptions on this connection", ipc.ErrNoSpace, len(s.subs))
 	}
 	s.subs[svc.id] = svc
@@ -539,7 +548,11 @@ func (s *session) subscribe(m *ipc.Subscribe) (ipc.Message, *os.File, error) {
 		s.subMu.Lock()
 		delete(s.subs, svc.id)
 		s.subMu.Unlock()
+		s.user.unsubscribe(len(sub.filter))
 		return nil, nil, err
+	}
+	if old := svc.subs[s]; old != nil {
+		s.user.unsubscribe(len(old.filter))
 	}
 	svc.subs[s] = sub
 	svc.mu.Unlock()
@@ -560,7 +573,7 @@ func (s *session) unsubscribe(m *ipc.Unsubscribe) (ipc.Message, *os.File, error)
 		}
 	} else {
 		svc.mu.Lock()
-		delete(svc.subs, s)
+		s.b.endSubscription(svc, s)
 		svc.mu.Unlock()
 	}
 	s.out.drop(m.ServiceID)

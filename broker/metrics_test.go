@@ -1,9 +1,11 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -217,8 +219,8 @@ func TestMetricsWorkload(t *testing.T) {
 	}
 	defer extra.Close()
 	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := extra.Read(make([]byte, 1)); n != 0 || err == nil {
-		t.Fatalf("connection over the limit: read %d, %v", n, err)
+	if got, err := io.ReadAll(extra); err != nil || !bytes.Contains(got, []byte("QUOTA_EXCEEDED")) {
+		t.Fatalf("connection over the limit: read %q, %v", got, err)
 	}
 
 	admin.do(&ipc.CreateTenant{TenantID: "a"})

@@ -20,6 +20,7 @@ import (
 var children = testutil.Children{
 	"script": scriptChild,
 	"serve":  serveChild,
+	"attack": attackChild,
 }
 
 func mustRawFrame(v any) []byte {

@@ -31,6 +31,8 @@ type session struct {
 	uc     *net.UnixConn
 	conn   *ipc.Conn
 	caller Caller
+	cred   ipc.Cred
+	user   *account // the uid's account
 
 	// Used by the reader goroutine only.
 	enc     ipc.Encoder
@@ -38,6 +40,7 @@ type session struct {
 	readBuf []byte
 	vers    []uint64
 	code    string // error code of the request being handled, "" for none
+	wcharge int    // bytes of wbuf charged to user
 
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
@@ -48,8 +51,8 @@ type session struct {
 	doneOnce  sync.Once
 }
 
-func newSession(b *Broker, uc *net.UnixConn) *session {
-	return &session{b: b, uc: uc, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox()}
+func newSession(b *Broker, uc *net.UnixConn, cred ipc.Cred, u *account) *session {
+	return &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox()}
 }
 
 // stopReading makes the reader see end of input after the request it is
@@ -61,12 +64,9 @@ func (s *session) close() { s.closeOnce.Do(func() { s.uc.Close() }) }
 
 func (s *session) serve() {
 	defer s.b.dropSession(s)
+	defer s.user.disconnect()
 	defer s.close()
-	cred, err := ipc.PeerCred(s.uc)
-	if err != nil {
-		s.b.log.Error("connection dropped: no peer credentials", "err", err)
-		return
-	}
+	cred := s.cred
 	conn, err := ipc.NewConn(s.uc, s.b.cfg.MaxFrame, false)
 	if err != nil {
 		s.b.log.Error("connection dropped", "err", err)
@@ -74,6 +74,9 @@ func (s *session) serve() {
 	}
 	s.conn = conn
 	conn.SetWriteTimeout(s.b.cfg.WriteTimeout)
+	conn.SetBudget(s.user)
+	defer conn.ReleaseBuffer()
+	defer s.releaseReplies()
 	defer conn.ReleaseFDs()
 	s.caller = Caller{ClientID: s.b.nextID.Add(1), PID: cred.PID, UID: cred.UID, GID: cred.GID}
 	s.caller.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(cred.PID)) + "/exe")
@@ -112,6 +115,7 @@ const lingerTimeout = time.Second
 // handshake reads Hello and answers Welcome, or PROTOCOL_ERROR.
 func (s *session) handshake() bool {
 	s.conn.SetReadDeadline(time.Now().Add(s.b.cfg.HandshakeTimeout))
+	s.conn.SetMaxFrame(maxHelloFrame)
 	body, err := s.conn.ReadFrame()
 	if err != nil {
 		s.fatal(err)
@@ -129,7 +133,11 @@ func (s *session) handshake() bool {
 		s.replyErr(h.ID, fmt.Errorf("%w: first message must be Hello, not %s", ipc.ErrProtocol, h.Type))
 	case hello.Protocol != ipc.ProtocolVersion:
 		s.replyErr(h.ID, fmt.Errorf("%w: protocol %d not supported (this broker speaks %d)", ipc.ErrProtocol, hello.Protocol, ipc.ProtocolVersion))
+	case len(hello.ClientName) > DefaultMaxClientName:
+		s.replyErr(h.ID, fmt.Errorf("%w: client_name of %d bytes, limit %d", ipc.ErrInvalidRequest, len(hello.ClientName), DefaultMaxClientName))
 	default:
+		s.conn.SetMaxFrame(s.b.cfg.MaxFrame)
+		s.conn.SetReadTimeouts(s.b.cfg.IdleTimeout, s.b.cfg.FrameTimeout)
 		s.caller.Name = hello.ClientName
 		s.reply(&ipc.Welcome{
 			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,
@@ -154,7 +162,7 @@ func (s *session) fatal(err error) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		err = fmt.Errorf("%w: no Hello within %v", ipc.ErrProtocol, s.b.cfg.HandshakeTimeout)
 	}
-	if errors.Is(err, ipc.ErrFrameTooLarge) || errors.Is(err, ipc.ErrProtocol) {
+	if errors.Is(err, ipc.ErrFrameTooLarge) || errors.Is(err, ipc.ErrProtocol) || errors.Is(err, ipc.ErrQuotaExceeded) {
 		s.b.log.Info("connection closed on a protocol error", "client_id", s.caller.ClientID, "pid", s.caller.PID, "err", err)
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.replyErr(0, err)
@@ -165,6 +173,9 @@ func (s *session) fatal(err error) {
 func (s *session) readLoop() {
 	for {
 		body, err := s.conn.ReadFrame()
+		if errors.Is(err, ipc.ErrIdle) && s.subscribed() {
+			continue // the idle rule drops only connections without a subscription
+		}
 		if err != nil {
 			s.fatal(err)
 			return
@@ -226,6 +237,15 @@ func (s *session) reply(m ipc.Message, file *os.File) error {
 		}
 		return s.replyErr(m.Hdr().ID, err)
 	}
+	if len(frame) > replyFree {
+		if cerr := s.user.Charge(len(frame)); cerr != nil {
+			if file != nil {
+				file.Close()
+			}
+			return s.replyErr(m.Hdr().ID, fmt.Errorf("%w (replies waiting to be read)", cerr))
+		}
+		s.wcharge += len(frame)
+	}
 	if file == nil {
 		s.wbuf = append(s.wbuf, frame...)
 		return nil
@@ -234,11 +254,28 @@ func (s *session) reply(m ipc.Message, file *os.File) error {
 	if err := s.flush(); err != nil {
 		return err
 	}
-	if err := s.conn.WriteFrame(frame, file); err != nil {
+	err = s.conn.WriteFrame(frame, file)
+	s.releaseReplies()
+	if err != nil {
 		return err
 	}
 	s.b.stats.bytesOut.Add(uint64(len(frame)))
 	return nil
+}
+
+// releaseReplies discharges what replies charged once they are written.
+func (s *session) releaseReplies() {
+	if s.wcharge > 0 {
+		s.user.Discharge(s.wcharge)
+		s.wcharge = 0
+	}
+}
+
+// subscribed reports whether the session holds a subscription.
+func (s *session) subscribed() bool {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	return len(s.subs) > 0
 }
 
 func (s *session) replyErr(id uint64, err error) error {
@@ -256,6 +293,7 @@ func (s *session) flush() error {
 		return nil
 	}
 	err := s.conn.WriteFrame(s.wbuf, nil)
+	s.releaseReplies()
 	if err == nil {
 		s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
 	}

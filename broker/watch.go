@@ -197,7 +197,7 @@ func (s *session) unsubscribeAll() {
 	s.subMu.Unlock()
 	for _, svc := range subs {
 		svc.mu.Lock()
-		delete(svc.subs, s)
+		s.b.endSubscription(svc, s)
 		svc.mu.Unlock()
 	}
 }

@@ -48,7 +48,7 @@ func serveCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
 			&ucli.BoolFlag{Name: "ebpf-audit", Usage: "audit every open and mmap of service files with an eBPF probe (root, or CAP_BPF and CAP_PERFMON)"},
-		}, metricsFlags()...),
+		}, append(metricsFlags(), limitFlags()...)...),
 		Action: serve,
 	}
 }
@@ -159,6 +159,7 @@ func serve(c *ucli.Context) error {
 		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), WriteTimeout: c.Duration("write-timeout"), Logger: log,
 		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
 	}
+	limitConfig(c, &cfg)
 	if err := metricsConfig(c, &cfg); err != nil {
 		closeListeners(ls)
 		closeStored(stored)

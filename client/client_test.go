@@ -91,7 +91,7 @@ func TestTypedErrors(t *testing.T) {
 		"TENANT_NOT_FOUND": client.ErrTenantNotFound, "SERVICE_NOT_FOUND": client.ErrServiceNotFound,
 		"VARIABLE_NOT_FOUND": client.ErrVariableNotFound, "FILE_NOT_FOUND": client.ErrFileNotFound,
 		"ALREADY_EXISTS": client.ErrAlreadyExists, "VALUE_TOO_LARGE": client.ErrValueTooLarge,
-		"NO_SPACE": client.ErrNoSpace, "INTERNAL_ERROR": client.ErrInternal,
+		"NO_SPACE": client.ErrNoSpace, "QUOTA_EXCEEDED": client.ErrQuotaExceeded, "INTERNAL_ERROR": client.ErrInternal,
 	}
 	for _, code := range ipc.Codes() {
 		want, ok := sentinels[code]

@@ -27,6 +27,7 @@ var (
 	ErrAlreadyExists      = ipc.ErrAlreadyExists
 	ErrValueTooLarge      = ipc.ErrValueTooLarge
 	ErrNoSpace            = ipc.ErrNoSpace
+	ErrQuotaExceeded      = ipc.ErrQuotaExceeded
 	ErrInternal           = ipc.ErrInternal
 )
 

@@ -39,7 +39,22 @@ var (
 	ErrTruncatedFDs = fmt.Errorf("%w: descriptors truncated", ErrProtocol)
 	// ErrClosed: the connection was closed locally.
 	ErrClosed = errors.New("ipc: connection closed")
+	// ErrFrameTimeout: a frame that had started did not finish within the
+	// frame timeout (see SetReadTimeouts).
+	ErrFrameTimeout = fmt.Errorf("%w: frame not finished in time", ErrProtocol)
+	// ErrIdle: no byte arrived within the idle timeout (see SetReadTimeouts).
+	// The connection is intact and ReadFrame may be called again.
+	ErrIdle = errors.New("ipc: idle timeout")
 )
+
+// Budget is charged for the memory a Conn's read buffer takes beyond its
+// base size, as the buffer grows, and discharged as it shrinks. Charge
+// refuses with an error (matching ErrQuotaExceeded, by convention) when the
+// owner may hold no more. It must be safe for concurrent use when shared.
+type Budget interface {
+	Charge(n int) error
+	Discharge(n int)
+}
 
 // Conn reads and writes frames on a Unix stream socket. One goroutine may read
 // at a time; writes are serialised internally and may come from any goroutine.
@@ -62,6 +77,13 @@ type Conn struct {
 	rflags     int
 	roobn      int
 	rerr       error
+	budget     Budget
+	charged    int           // charged to budget for rbuf
+	idle       time.Duration // see SetReadTimeouts
+	frameTO    time.Duration
+	inFrame    bool      // the read deadline is the frame deadline
+	rdeadline  time.Time // the read deadline set, zero for none
+	lastArm    time.Time // when the last blocking read began waiting
 
 	// write side, guarded by wmu
 	wmu       sync.Mutex
@@ -156,7 +178,9 @@ func (c *Conn) Buffered() bool {
 	return c.w-c.r >= HeaderLen+int(n)
 }
 
-// fill makes at least n unread bytes available in rbuf.
+// fill makes at least n unread bytes available in rbuf. The buffer grows
+// with the bytes that arrive, at most doubling each time it fills, never to
+// the length a frame declares.
 func (c *Conn) fill(n int) error {
 	if c.w-c.r >= n {
 		return nil
@@ -164,30 +188,148 @@ func (c *Conn) fill(n int) error {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
 		if len(c.rbuf) > 64<<10 {
-			c.rbuf = make([]byte, minReadBuf) // give back a large frame's memory
+			c.resize(minReadBuf) // give back a large frame's memory
 		}
 	}
-	if len(c.rbuf)-c.r < n {
-		if n > len(c.rbuf) {
-			nb := make([]byte, max(n, min(2*len(c.rbuf), c.maxFrame+HeaderLen)))
-			c.w = copy(nb, c.rbuf[c.r:c.w])
-			c.rbuf = nb
-		} else {
-			c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
-		}
+	if len(c.rbuf)-c.r < n && c.r > 0 {
+		c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
 		c.r = 0
 	}
+	early := false
 	for c.w-c.r < n {
+		if c.w == len(c.rbuf) {
+			if err := c.resize(max(min(c.r+n, 2*len(c.rbuf)), minReadBuf)); err != nil {
+				return err
+			}
+		}
+		if !early {
+			c.armDeadline()
+		}
 		m, err := c.read(c.rbuf[c.w:])
 		c.w += m
 		if err != nil {
 			if m > 0 && c.w-c.r >= n {
 				return nil
 			}
-			return err
+			if early = c.earlyIdle(err); early {
+				continue
+			}
+			return c.timeoutErr(err)
 		}
+		early = false
 	}
 	return nil
+}
+
+// resize replaces rbuf by one of size bytes holding the same unread bytes,
+// charging or discharging the budget for the difference.
+func (c *Conn) resize(size int) error {
+	want := max(size-minReadBuf, 0)
+	if c.budget != nil && want > c.charged {
+		if err := c.budget.Charge(want - c.charged); err != nil {
+			return fmt.Errorf("ipc: read buffer of %d bytes: %w", size, err)
+		}
+	}
+	if c.budget != nil && want < c.charged {
+		c.budget.Discharge(c.charged - want)
+	}
+	c.charged = want
+	nb := make([]byte, size)
+	c.w = copy(nb, c.rbuf[c.r:c.w])
+	c.r = 0
+	c.rbuf = nb
+	return nil
+}
+
+// SetBudget makes the read buffer's growth beyond its base size charge b.
+// Call it before the first read; ReleaseBuffer discharges what is left.
+func (c *Conn) SetBudget(b Budget) { c.budget = b }
+
+// ReleaseBuffer frees the read buffer and discharges its budget. Call it
+// from the reading goroutine after the last read.
+func (c *Conn) ReleaseBuffer() {
+	if c.budget != nil && c.charged > 0 {
+		c.budget.Discharge(c.charged)
+	}
+	c.charged = 0
+	c.rbuf = nil
+	c.r, c.w = 0, 0
+}
+
+// SetReadTimeouts bounds reads by the reading goroutine: idle is how long
+// ReadFrame waits for the first byte of a frame before it fails with ErrIdle
+// (0: forever); frame is how long a frame may take from its first byte to its
+// last before ReadFrame fails with ErrFrameTimeout (0: forever). With either
+// set, the Conn manages the read deadline itself: do not call SetReadDeadline.
+func (c *Conn) SetReadTimeouts(idle, frame time.Duration) {
+	c.idle, c.frameTO = idle, frame
+	c.inFrame = false
+	c.rdeadline = time.Time{}
+	c.uc.SetReadDeadline(time.Time{})
+}
+
+// armDeadline sets the read deadline before a blocking read: the frame
+// deadline once a frame has started, else the idle one, pushed forward
+// lazily so that a busy connection rarely touches the timer.
+func (c *Conn) armDeadline() {
+	if c.idle <= 0 && c.frameTO <= 0 {
+		return
+	}
+	now := time.Now()
+	if c.w > c.r { // a frame has started
+		if !c.inFrame {
+			c.inFrame = true
+			var t time.Time
+			if c.frameTO > 0 {
+				t = now.Add(c.frameTO)
+			}
+			c.setReadDeadline(t)
+		}
+		return
+	}
+	c.lastArm = now
+	switch {
+	case c.idle <= 0:
+		c.setReadDeadline(time.Time{})
+	case c.inFrame || c.rdeadline.IsZero() || c.rdeadline.Sub(now) < c.idle/2:
+		c.setReadDeadline(now.Add(c.idle))
+	}
+	c.inFrame = false
+}
+
+func (c *Conn) setReadDeadline(t time.Time) {
+	if t.Equal(c.rdeadline) {
+		return
+	}
+	c.rdeadline = t
+	c.uc.SetReadDeadline(t)
+}
+
+// earlyIdle reports whether err is an idle deadline that fired before the
+// idle time had passed (armDeadline pushes it forward lazily), and if so
+// moves the deadline to its true time.
+func (c *Conn) earlyIdle(err error) bool {
+	if c.idle <= 0 || c.inFrame || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	due := c.lastArm.Add(c.idle)
+	if !time.Now().Before(due) {
+		return false
+	}
+	c.setReadDeadline(due)
+	return true
+}
+
+// timeoutErr turns the expiry of a deadline armDeadline set into ErrIdle or
+// ErrFrameTimeout.
+func (c *Conn) timeoutErr(err error) error {
+	if (c.idle <= 0 && c.frameTO <= 0) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if c.inFrame {
+		return fmt.Errorf("%w (%v)", ErrFrameTimeout, c.frameTO)
+	}
+	return fmt.Errorf("%w: nothing received for %v", ErrIdle, c.idle)
 }
 
 // read wraps recvmsg(2) with MSG_CMSG_CLOEXEC, through the runtime poller.

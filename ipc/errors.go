@@ -23,6 +23,7 @@ var (
 	ErrAlreadyExists      = errors.New("already exists")
 	ErrValueTooLarge      = errors.New("value too large")
 	ErrNoSpace            = errors.New("no space")
+	ErrQuotaExceeded      = errors.New("quota exceeded")
 	ErrInternal           = errors.New("internal error")
 )
 
@@ -46,6 +47,7 @@ var codes = []struct {
 	{"ALREADY_EXISTS", ErrAlreadyExists},
 	{"VALUE_TOO_LARGE", ErrValueTooLarge},
 	{"NO_SPACE", ErrNoSpace},
+	{"QUOTA_EXCEEDED", ErrQuotaExceeded},
 	{"INTERNAL_ERROR", ErrInternal},
 }
 

@@ -199,7 +199,7 @@ func TestErrorCodes(t *testing.T) {
 	if CodeOf(syscall.EIO) != "INTERNAL_ERROR" || ErrorOf("NOPE") != nil {
 		t.Error("unknown errors")
 	}
-	if len(Codes()) != 16 {
+	if len(Codes()) != 17 {
 		t.Errorf("%d codes", len(Codes()))
 	}
 }

@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"github.com/commy/commy/broker"
+	ucli "github.com/urfave/cli/v2"
+)
+
+// limitFlags are serve's resource limits (see docs/security.md, "Resources").
+func limitFlags() []ucli.Flag {
+	return []ucli.Flag{
+		&ucli.DurationFlag{Name: "idle-timeout", Usage: "drop a connection that holds no subscription and sends nothing for this long (0: never)"},
+		&ucli.DurationFlag{Name: "frame-timeout", Value: broker.DefaultFrameTimeout, Usage: "a frame that has started must arrive whole within this"},
+		&ucli.IntFlag{Name: "max-connections-per-uid", Value: broker.DefaultMaxConnectionsPerUID, Usage: "connections one uid may hold (root and the broker's uid: no limit; -1: none)"},
+		&ucli.IntFlag{Name: "reserved-connections", Value: broker.DefaultReservedConnections, Usage: "of --max-connections, how many only root and the broker's uid may use"},
+		&ucli.Int64Flag{Name: "max-buffered-per-uid", Value: broker.DefaultMaxBufferedPerUID, Usage: "`BYTES` one uid may have buffered in incomplete requests and unread replies (-1: none)"},
+		&ucli.IntFlag{Name: "max-subscriptions-per-uid", Value: broker.DefaultMaxSubscriptionsPerUID, Usage: "subscriptions one uid may hold (-1: none)"},
+		&ucli.IntFlag{Name: "max-filter-names-per-uid", Value: broker.DefaultMaxFilterNamesPerUID, Usage: "variable names one uid may hold in subscription filters (-1: none)"},
+	}
+}
+
+// limitConfig copies the limit flags into cfg.
+func limitConfig(c *ucli.Context, cfg *broker.Config) {
+	cfg.IdleTimeout = c.Duration("idle-timeout")
+	cfg.FrameTimeout = c.Duration("frame-timeout")
+	cfg.MaxConnectionsPerUID = c.Int("max-connections-per-uid")
+	cfg.ReservedConnections = c.Int("reserved-connections")
+	cfg.MaxBufferedPerUID = c.Int64("max-buffered-per-uid")
+	cfg.MaxSubscriptionsPerUID = c.Int("max-subscriptions-per-uid")
+	cfg.MaxFilterNamesPerUID = c.Int("max-filter-names-per-uid")
+}
