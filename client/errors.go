@@ -38,6 +38,10 @@ var (
 	ErrBusy = errors.New("client: variable busy")
 	// ErrCorrupt: the mapped service file does not follow the layout.
 	ErrCorrupt = errors.New("client: corrupt service file")
+	// ErrServiceDeleted: the broker deleted the service (it marks the file;
+	// the mapping stays valid but holds nothing). It comes with
+	// ErrServiceNotFound, which a socket read gets.
+	ErrServiceDeleted = errors.New("client: service deleted")
 )
 
 var (

@@ -148,6 +148,8 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		return seq, ErrNotLocal
 	case errors.Is(err, shm.ErrClosed):
 		return seq, ErrClosed
+	case errors.Is(err, shm.ErrServiceDeleted):
+		return seq, shmErr(err, m.svc.ID)
 	}
 	return got, err
 }
@@ -247,6 +249,8 @@ func shmErr(err error, name string) error {
 		return fmt.Errorf("%w: %s: %w", ErrBusy, name, err)
 	case errors.Is(err, shm.ErrCorrupt):
 		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	case errors.Is(err, shm.ErrServiceDeleted):
+		return fmt.Errorf("%w (%w): %s: %w", ErrServiceDeleted, ErrServiceNotFound, name, err)
 	}
 	return fmt.Errorf("client: read %s: %w", name, err)
 }

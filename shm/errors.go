@@ -13,7 +13,10 @@ var (
 	ErrTooLarge = errors.New("shm: value too large")
 	// ErrCorrupt: the file does not follow the layout.
 	ErrCorrupt = errors.New("shm: corrupt service file")
-	// ErrBusy: a value kept changing under a reader for too long.
+	// ErrServiceDeleted: the broker deleted the service the file holds.
+	ErrServiceDeleted = errors.New("shm: service deleted")
+	// ErrBusy: a value kept changing under a reader for too long (or its
+	// writer died in the middle of a change the broker has not yet repaired).
 	ErrBusy = errors.New("shm: variable busy")
 	// ErrClosed: the file or mapping was closed.
 	ErrClosed = errors.New("shm: closed")

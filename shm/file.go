@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 )
 
@@ -58,6 +59,9 @@ type File struct {
 	index   map[string]int
 	free    freeList
 	fence   fence
+
+	damaged  error       // sticky: the first corruption found at run time
+	onDamage func(error) // see OnDamage
 }
 
 // Create makes a new service file at path (mode 0600, failing if it exists)
@@ -176,54 +180,156 @@ func (f *File) OpenReadOnly() (*os.File, error) {
 // Has reports whether a live variable has this name.
 func (f *File) Has(name string) bool { _, ok := f.index[name]; return ok }
 
+// Damaged is the corruption found in the file at run time, or nil. Once
+// damaged, every method that reads or changes values fails with it (matching
+// ErrCorrupt); Close and Remove still work.
+func (f *File) Damaged() error { return f.damaged }
+
+// OnDamage sets fn to be called, once, when the file is found damaged. It is
+// called under the caller's exclusive access, with the error.
+func (f *File) OnDamage(fn func(error)) { f.onDamage = fn }
+
+// usable fails if the file was closed or found damaged.
+func (f *File) usable() error {
+	switch {
+	case f.mem == nil:
+		return ErrClosed
+	case f.damaged != nil:
+		return f.damaged
+	}
+	return nil
+}
+
+// guard turns a fault on the mapping (SIGBUS: the file was truncated under
+// it) or a runtime error caused by the file's contents into ErrCorrupt, and
+// marks the file damaged on ErrCorrupt. Use it as
+// defer f.guard(debug.SetPanicOnFault(true), &err).
+func (f *File) guard(old bool, err *error) {
+	if r := recover(); r != nil {
+		re, ok := r.(error)
+		if !ok {
+			debug.SetPanicOnFault(old)
+			panic(r)
+		}
+		*err = fmt.Errorf("%w: %w", ErrCorrupt, re)
+	}
+	debug.SetPanicOnFault(old)
+	if *err != nil && f.damaged == nil && errors.Is(*err, ErrCorrupt) {
+		f.damaged = *err
+		if f.onDamage != nil {
+			f.onDamage(*err)
+		}
+	}
+}
+
+// corrupt is an ErrCorrupt about entry idx.
+func (f *File) corrupt(idx int, format string, args ...any) error {
+	return fmt.Errorf("%w: entry %d: %s", ErrCorrupt, idx, fmt.Sprintf(format, args...))
+}
+
+// slot returns slot s of entry idx, checked: a slot lies in the allocated
+// value area and is aligned, or has capacity 0 (no slot).
+func (f *File) slot(idx int, s uint64) (off, c uint64, err error) {
+	so := slotOff(entryOff(f.dirOff, idx), s)
+	off, c = u64(f.mem, so).Load(), u64(f.mem, so+8).Load()
+	if c == 0 {
+		return off, 0, nil
+	}
+	if c%Align != 0 || !slotInside(off, c, f.dataOff, f.dataEnd) {
+		return 0, 0, f.corrupt(idx, "slot %d [%d, +%d) outside [%d, %d)", s, off, c, f.dataOff, f.dataEnd)
+	}
+	return off, c, nil
+}
+
+// active returns entry idx's state and its active slot, checked.
+func (f *File) active(idx int) (st, act, off, c uint64, err error) {
+	st = u64(f.mem, entryOff(f.dirOff, idx)+entState).Load()
+	act = (st & stateActive) >> 1
+	if off, c, err = f.slot(idx, act); err == nil && c == 0 {
+		err = f.corrupt(idx, "no active slot")
+	}
+	return st, act, off, c, err
+}
+
 // Read copies the named value into dst (grown if needed) and returns it with
 // its version.
-func (f *File) Read(name string, dst []byte) ([]byte, uint64, error) {
+func (f *File) Read(name string, dst []byte) (_ []byte, _ uint64, err error) {
+	if err := f.usable(); err != nil {
+		return dst, 0, err
+	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	idx, ok := f.index[name]
 	if !ok {
 		return dst, 0, ErrNotFound
 	}
-	return readEntry(f.mem, f.size, entryOff(f.dirOff, idx), name, dst, &f.fence)
+	out, si, err := readEntry(f.mem, f.dataOff, entryOff(f.dirOff, idx), name, dst, &f.fence)
+	return out, si.version, err
 }
 
 // Info describes the named variable.
-func (f *File) Info(name string) (VarInfo, error) {
+func (f *File) Info(name string) (_ VarInfo, err error) {
+	if err := f.usable(); err != nil {
+		return VarInfo{}, err
+	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	idx, ok := f.index[name]
 	if !ok {
 		return VarInfo{}, ErrNotFound
 	}
-	return f.info(idx, name), nil
+	return f.info(idx, name)
 }
 
-func (f *File) info(idx int, name string) VarInfo {
-	e := entryOff(f.dirOff, idx)
-	st := u64(f.mem, e+entState).Load()
-	so := slotOff(e, (st&stateActive)>>1)
-	off := u64(f.mem, so).Load()
-	return VarInfo{
+func (f *File) info(idx int, name string) (VarInfo, error) {
+	_, _, off, c, err := f.active(idx)
+	if err != nil {
+		return VarInfo{}, err
+	}
+	vi := VarInfo{
 		Name:     name,
-		Capacity: u64(f.mem, so+8).Load(),
+		Capacity: c,
 		Size:     u64(f.mem, off+slotSize).Load(),
 		Version:  u64(f.mem, off+slotVersion).Load(),
 	}
+	if vi.Size > c {
+		return VarInfo{}, f.corrupt(idx, "%d bytes in a slot of %d", vi.Size, c)
+	}
+	return vi, nil
 }
 
-// Variables describes every live variable, sorted by name.
+// Variables describes every live variable, sorted by name. A damaged file
+// lists nothing.
 func (f *File) Variables() []VarInfo {
-	out := make([]VarInfo, 0, len(f.index))
+	vs, err := f.variables()
+	if err != nil {
+		return nil
+	}
+	return vs
+}
+
+func (f *File) variables() (out []VarInfo, err error) {
+	if err := f.usable(); err != nil {
+		return nil, err
+	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
+	out = make([]VarInfo, 0, len(f.index))
 	for name, idx := range f.index {
-		out = append(out, f.info(idx, name))
+		vi, err := f.info(idx, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, vi)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out, nil
 }
 
 // Allocate creates a variable holding data with room for at least capacity
 // bytes, and returns its version (1).
-func (f *File) Allocate(name string, data []byte, capacity int) (uint64, error) {
-	if f.mem == nil {
-		return 0, ErrClosed
+func (f *File) Allocate(name string, data []byte, capacity int) (_ uint64, err error) {
+	if err := f.usable(); err != nil {
+		return 0, err
 	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	if len(name) == 0 || len(name) > MaxNameLen {
 		return 0, ErrInvalidName
 	}
@@ -277,20 +383,27 @@ func (f *File) Allocate(name string, data []byte, capacity int) (uint64, error) 
 }
 
 // Deallocate removes the variable and frees its slots.
-func (f *File) Deallocate(name string) error {
-	if f.mem == nil {
-		return ErrClosed
+func (f *File) Deallocate(name string) (err error) {
+	if err := f.usable(); err != nil {
+		return err
 	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	idx, ok := f.index[name]
 	if !ok {
 		return ErrNotFound
 	}
-	e := entryOff(f.dirOff, idx)
-	publish(f.mem, e, 0)
+	var slots [2]extent
 	for s := uint64(0); s < 2; s++ {
-		so := slotOff(e, s)
-		if c := u64(f.mem, so+8).Load(); c > 0 {
-			f.release(u64(f.mem, so).Load(), slotBytes(c))
+		off, c, err := f.slot(idx, s)
+		if err != nil {
+			return err
+		}
+		slots[s] = extent{off, c}
+	}
+	publish(f.mem, entryOff(f.dirOff, idx), 0)
+	for _, x := range slots {
+		if x.n > 0 {
+			f.release(x.off, slotBytes(x.n))
 		}
 	}
 	delete(f.index, name)
@@ -310,10 +423,11 @@ func (f *File) Write(name string, data []byte) (uint64, error) {
 // WriteBatch replaces several values, all or none: it fails before changing
 // anything if a name is unknown or repeated, or the values do not fit. The new
 // versions are appended to versions.
-func (f *File) WriteBatch(names []string, values [][]byte, versions []uint64) ([]uint64, error) {
-	if f.mem == nil {
-		return versions, ErrClosed
+func (f *File) WriteBatch(names []string, values [][]byte, versions []uint64) (_ []uint64, err error) {
+	if err := f.usable(); err != nil {
+		return versions, err
 	}
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	if len(names) != len(values) {
 		return versions, fmt.Errorf("shm: %d names for %d values", len(names), len(values))
 	}
@@ -334,7 +448,11 @@ func (f *File) WriteBatch(names []string, values [][]byte, versions []uint64) ([
 		if uint64(len(values[i])) > f.max {
 			return versions, fmt.Errorf("shm: %d bytes for %q: %w", len(values[i]), name, ErrTooLarge)
 		}
-		if c, grow := f.slotNeed(idx, uint64(len(values[i]))); grow {
+		c, grow, err := f.slotNeed(idx, uint64(len(values[i])))
+		if err != nil {
+			return versions, err
+		}
+		if grow {
 			if sim.ext == nil {
 				sim.ext = append([]extent{}, f.free.ext...)
 			}
@@ -363,14 +481,17 @@ func (f *File) WriteBatch(names []string, values [][]byte, versions []uint64) ([
 
 // slotNeed says whether the inactive slot of entry idx must be replaced to hold
 // n bytes, and with what capacity.
-func (f *File) slotNeed(idx int, n uint64) (uint64, bool) {
-	e := entryOff(f.dirOff, idx)
-	st := u64(f.mem, e+entState).Load()
-	act := (st & stateActive) >> 1
-	actCap := u64(f.mem, slotOff(e, act)+8).Load()
-	inCap := u64(f.mem, slotOff(e, 1-act)+8).Load()
-	if n <= inCap {
-		return inCap, false
+func (f *File) slotNeed(idx int, n uint64) (uint64, bool, error) {
+	_, act, _, actCap, err := f.active(idx)
+	if err != nil {
+		return 0, false, err
+	}
+	_, inCap, err := f.slot(idx, 1-act)
+	if err != nil {
+		return 0, false, err
+	}
+	if inCap > 0 && n <= inCap { // no slot (capacity 0) holds even an empty value
+		return inCap, false, nil
 	}
 	c := alignUp(max(n, actCap))
 	if n > actCap {
@@ -379,23 +500,33 @@ func (f *File) slotNeed(idx int, n uint64) (uint64, bool) {
 			c = g
 		}
 	}
-	return c, true
+	return c, true, nil
 }
 
 func (f *File) write(idx int, data []byte) (uint64, error) {
 	e := entryOff(f.dirOff, idx)
-	st := u64(f.mem, e+entState).Load()
-	act := (st & stateActive) >> 1
+	_, act, actOff, _, err := f.active(idx)
+	if err != nil {
+		return 0, err
+	}
 	in := 1 - act
-	ver := u64(f.mem, u64(f.mem, slotOff(e, act)).Load()+slotVersion).Load() + 1
+	ver := u64(f.mem, actOff+slotVersion).Load() + 1
 	so := slotOff(e, in)
-	if c, grow := f.slotNeed(idx, uint64(len(data))); grow {
+	c, grow, err := f.slotNeed(idx, uint64(len(data)))
+	if err != nil {
+		return 0, err
+	}
+	if grow {
+		oldOff, oldCap, err := f.slot(idx, in) // checked by slotNeed
+		if err != nil {
+			return 0, err
+		}
 		off, err := f.alloc(slotBytes(c))
 		if err != nil {
 			return 0, err
 		}
-		if old := u64(f.mem, so+8).Load(); old > 0 {
-			f.release(u64(f.mem, so).Load(), slotBytes(old))
+		if oldCap > 0 {
+			f.release(oldOff, slotBytes(oldCap))
 		}
 		// Offset before capacity: a crash between them leaves the new offset
 		// with the old, smaller capacity, which lies inside the new region.
@@ -420,9 +551,26 @@ func (f *File) Changed() {
 		return
 	}
 	u64(f.mem, offChangeCount).Add(1)
+	f.wake()
+}
+
+// wake bumps the change sequence (release: what was stored before is seen by
+// a waiter that sees the new value) and wakes every process waiting on it.
+func (f *File) wake() {
 	seq := u32(f.mem, offChangeSeq)
 	seq.Add(1)
 	futexWake(seq)
+}
+
+// MarkDeleted marks the service deleted in the header, so that every mapped
+// reader gets ErrServiceDeleted, and wakes every Wait. The broker calls it
+// before Remove: mappings outlive the file's name and descriptor.
+func (f *File) MarkDeleted() {
+	if f.mem == nil {
+		return
+	}
+	u32(f.mem, offFlags).Or(flagDeleted) // release, before the wake
+	f.wake()
 }
 
 // alloc takes n bytes (a multiple of Align) for a slot, growing the file if

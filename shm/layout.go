@@ -32,7 +32,7 @@ const (
 	offFileSize    = 0x18 // u64, bytes a reader may touch
 	offMaxSize     = 0x20 // u64, the file never grows past this
 	offChangeSeq   = 0x28 // u32, futex word, bumped after every applied change
-	offReserved    = 0x2C // u32, reserved
+	offFlags       = 0x2C // u32, flagDeleted
 	offDirOffset   = 0x30 // u32
 	offDirCapacity = 0x34 // u32
 	offEntrySize   = 0x38 // u32
@@ -65,6 +65,11 @@ const (
 const (
 	stateLive   = 1 << 0
 	stateActive = 1 << 1
+)
+
+// Header flags.
+const (
+	flagDeleted = 1 << 0 // the service was deleted: readers stop
 )
 
 var le = binary.LittleEndian

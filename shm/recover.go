@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 )
 
@@ -11,7 +12,11 @@ import (
 // can leave: an entry whose seqlock is odd (its state word is still either the
 // old or the new value, both complete), a replaced slot whose descriptor was
 // half written, and space the header did not record. Every value that was
-// published, and so every write the broker acknowledged, is kept.
+// published, and so every write the broker acknowledged, is kept. It then
+// bumps generation and change_seq and wakes waiters, so that mapped readers
+// drop indexes built before the repair and watchers look at changes that were
+// published but not announced. A file marked deleted fails with
+// ErrServiceDeleted: the broker died between marking and removing it.
 func Open(path string) (*File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -110,11 +115,28 @@ func open(f *os.File, path string) (*File, error) {
 		dirOff: h.dirOff, dirCap: h.dirCap, dataOff: h.dataOff,
 		index: make(map[string]int),
 	}
-	if err := sf.repair(h); err != nil {
+	if err := sf.repairGuarded(h); err != nil {
 		unmap(mem)
 		return nil, err
 	}
 	return sf, nil
+}
+
+// repairGuarded is repair with a fault (the file is shorter than its pages
+// claim) turned into ErrCorrupt.
+func (f *File) repairGuarded(h header) (err error) {
+	defer guardFault(debug.SetPanicOnFault(true), &err)
+	if u32(f.mem, offFlags).Load()&flagDeleted != 0 {
+		return ErrServiceDeleted
+	}
+	if err := f.repair(h); err != nil {
+		return err
+	}
+	// Readers may hold an index built while an entry was mid-change, and a
+	// change may have been published but not announced.
+	u64(f.mem, offGeneration).Add(1)
+	f.wake()
+	return nil
 }
 
 func (f *File) repair(h header) error {

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -37,42 +38,57 @@ func (b *backoff) retry() bool {
 	return true
 }
 
+// slotInfo is what one consistent read of an entry found besides the value.
+type slotInfo struct {
+	version, capacity uint64
+}
+
 // readEntry copies the value of the directory entry at e into dst (grown if it
-// is too small) and returns it with its version, after checking that the entry
-// is live and named name. size is the readable length of mem. It never takes a
-// lock: it retries until it copied under an even, unchanged sequence number.
+// is too small) and returns it, after checking that the entry is live and
+// named name. dataOff is where the value area starts (validated with the
+// header). It never takes a lock: it retries until it copied under an even,
+// unchanged sequence number, and gives up with ErrBusy after busyTimeout.
 //
 // Ordering, per step: the first seq load is an atomic load (acquire), so the
-// state, slot and value loads after it cannot be satisfied earlier; the writer
-// publishes with an atomic read-modify-write (release), so everything it wrote
-// before is visible once the even seq is seen. loadFence keeps the value copy
-// before the second seq load. If the second load differs from the first, a
-// writer published in between (it may then be filling the slot we copied), and
-// the copy is discarded.
-func readEntry(mem []byte, size uint64, e uint64, name string, dst []byte, f *fence) ([]byte, uint64, error) {
+// state, size, slot and value loads after it cannot be satisfied earlier; the
+// writer publishes with an atomic read-modify-write (release), so everything
+// it wrote before, including a file_size that grew to hold the slot, is
+// visible once the even seq is seen. loadFence keeps the value copy before
+// the second seq load. If the second load differs from the first, a writer
+// published in between (it may then be filling the slot we copied), and the
+// copy is discarded. A check that fails with seq unchanged means the file is
+// corrupt: every offset is checked against file_size (clamped to the mapping)
+// and 64-byte alignment before it is used.
+func readEntry(mem []byte, dataOff, e uint64, name string, dst []byte, f *fence) ([]byte, slotInfo, error) {
 	seq := u64(mem, e+entSeq)
 	for b := (backoff{}); b.retry(); {
 		s1 := seq.Load() // acquire
 		if s1&1 != 0 {
 			continue
 		}
+		// Loaded after s1: a slot published in pages the file grew by is
+		// covered. Clamped: the word is in the file, the mapping is ours.
+		size := min(u64(mem, offFileSize).Load(), uint64(len(mem)))
 		st := u64(mem, e+entState).Load()
 		if st&stateLive == 0 {
-			return dst, 0, ErrNotFound
+			if seq.Load() == s1 {
+				return dst, slotInfo{}, ErrNotFound
+			}
+			continue
 		}
 		nl := uint64(le.Uint16(mem[e+entNameLen:]))
 		if nl > MaxNameLen || string(mem[e+entName:e+entName+nl]) != name {
 			if seq.Load() == s1 {
-				return dst, 0, ErrNotFound
+				return dst, slotInfo{}, ErrNotFound
 			}
 			continue
 		}
 		so := slotOff(e, (st&stateActive)>>1)
 		off := u64(mem, so).Load()
 		capacity := u64(mem, so+8).Load()
-		if off+SlotHeader+capacity > size || off+SlotHeader+capacity < off {
+		if !slotInside(off, capacity, dataOff, size) {
 			if seq.Load() == s1 {
-				return dst, 0, ErrCorrupt
+				return dst, slotInfo{}, fmt.Errorf("%w: variable %q: slot [%d, +%d) outside [%d, %d)", ErrCorrupt, name, off, capacity, dataOff, size)
 			}
 			continue
 		}
@@ -80,7 +96,7 @@ func readEntry(mem []byte, size uint64, e uint64, name string, dst []byte, f *fe
 		ver := u64(mem, off+slotVersion).Load()
 		if n > capacity {
 			if seq.Load() == s1 {
-				return dst, 0, ErrCorrupt
+				return dst, slotInfo{}, fmt.Errorf("%w: variable %q: %d bytes in a slot of %d", ErrCorrupt, name, n, capacity)
 			}
 			continue
 		}
@@ -91,10 +107,18 @@ func readEntry(mem []byte, size uint64, e uint64, name string, dst []byte, f *fe
 		copy(dst, mem[off+SlotHeader:off+SlotHeader+n])
 		loadFence(f)
 		if seq.Load() == s1 {
-			return dst, ver, nil
+			return dst, slotInfo{version: ver, capacity: capacity}, nil
 		}
 	}
-	return dst, 0, ErrBusy
+	return dst, slotInfo{}, ErrBusy
+}
+
+// slotInside reports whether a slot at off holding capacity value bytes lies
+// in [dataOff, size) and is 64-byte aligned (atomic loads of its header need
+// 8), without overflowing.
+func slotInside(off, capacity, dataOff, size uint64) bool {
+	return off >= dataOff && off%Align == 0 && off <= size &&
+		SlotHeader <= size-off && capacity <= size-off-SlotHeader
 }
 
 // publish makes the entry's state st visible to readers. The two increments

@@ -5,15 +5,17 @@ import (
 	"time"
 )
 
-// waitSlice bounds one futex sleep, so that Wait notices its context.
-const waitSlice = 50 * time.Millisecond
+// DefaultWaitSlice bounds one futex sleep of Wait, so that it notices its
+// context without a wake.
+const DefaultWaitSlice = 50 * time.Millisecond
 
 // Wait blocks until the file's change sequence differs from seq, and returns
 // the new value. Pass the value ChangeSeq returned before reading: changes
 // made since then return at once. It spins briefly before it sleeps on the
 // futex the broker wakes after every change, so a watcher on the same host
 // needs no message from the broker. It returns ctx's error when ctx ends
-// first.
+// first, ErrServiceDeleted once the service is deleted (the broker wakes
+// waiters then too) and ErrInterrupted after Interrupt.
 func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 	if m.mem == nil {
 		return seq, ErrClosed
@@ -25,13 +27,19 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		}
 	}
 	for {
-		if m.interrupted.Load() { // set before Interrupt's wake
+		switch {
+		case m.interrupted.Load(): // stored before Interrupt's wake
 			return seq, ErrInterrupted
+		case m.deleted(): // stored before the broker's wake
+			return seq, ErrServiceDeleted
 		}
 		if err := ctx.Err(); err != nil {
 			return seq, err
 		}
-		d := waitSlice
+		d := DefaultWaitSlice
+		if s := time.Duration(m.waitSlice.Load()); s > 0 {
+			d = s
+		}
 		if dl, ok := ctx.Deadline(); ok {
 			d = min(d, time.Until(dl))
 		}
