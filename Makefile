@@ -7,7 +7,7 @@ PKGS     := ./...
 FUZZTIME ?= 20s
 SOCKET   ?=
 
-.PHONY: all build run test vet fuzz bench generate check-generate clean
+.PHONY: all build run test vet fuzz bench bench-compare generate check-generate clean
 
 all: build
 
@@ -34,6 +34,22 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
+
+# Runs `commy bench` against a throwaway broker and a throwaway Redis
+# (Debian's redis-server, persistence off), each on a Unix socket in a
+# temporary directory, then stops both. Prints the Markdown tables of
+# docs/benchmarks.md and writes BENCH_PLOT. Needs: apt-get install -y redis-server.
+BENCH_FLAGS ?=
+BENCH_PLOT  ?= bin/bench.svg
+bench-compare: build
+	@command -v redis-server >/dev/null || { echo "bench-compare needs redis-server: apt-get install -y redis-server" >&2; exit 1; }
+	@set -e; dir=$$(mktemp -d /tmp/commy-bench.XXXXXX); \
+	trap 'kill $$bpid $$rpid 2>/dev/null; wait $$bpid $$rpid 2>/dev/null; rm -rf "$$dir"' EXIT INT TERM; \
+	./$(BIN) serve --socket $$dir/commy.sock --data-dir $$dir/data >$$dir/commy.log 2>&1 & bpid=$$!; \
+	redis-server --port 0 --unixsocket $$dir/redis.sock --save '' --appendonly no --dir $$dir \
+		--logfile $$dir/redis.log & rpid=$$!; \
+	for i in $$(seq 100); do [ -S $$dir/commy.sock ] && [ -S $$dir/redis.sock ] && break; sleep 0.1; done; \
+	./$(BIN) bench --socket $$dir/commy.sock --redis $$dir/redis.sock --plot $(BENCH_PLOT) $(BENCH_FLAGS)
 
 # Regenerates the eBPF objects from ebpf/probe.c (needs Debian's clang, llvm
 # and libbpf-dev: apt-get install -y clang llvm libbpf-dev). A plain

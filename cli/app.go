@@ -22,7 +22,7 @@ func App() *ucli.App {
 			tenantsCommand(), servicesCommand(), varsCommand(),
 			getCommand(), setCommand(), watchCommand(), statsCommand(),
 			createCommand(), deleteCommand(), allocCommand(), deallocCommand(),
-			auditCommand(),
+			auditCommand(), benchCommand(),
 			versionCommand(), completionCommand(),
 			manCommand(),
 		},

@@ -1,0 +1,488 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scenario names.
+const (
+	ScenarioRead       = "read"        // ReadVariable / GET
+	ScenarioMappedRead = "mapped-read" // a read from the shared mapping (commy only)
+	ScenarioWrite      = "write"       // WriteVariable / SET
+	ScenarioNotify     = "notify"      // one write, one subscriber: writer to subscriber, one way
+	ScenarioFanout     = "fanout"      // one write, N subscribers: until the last has it
+	ScenarioOpen       = "open"        // GetServiceFilePath + fd + mmap + first read (commy only)
+)
+
+// Scenarios lists every scenario in the order they run.
+var Scenarios = []string{ScenarioRead, ScenarioMappedRead, ScenarioWrite, ScenarioNotify, ScenarioFanout, ScenarioOpen}
+
+// ErrNotSupported: the system has no equivalent of the scenario.
+var ErrNotSupported = errors.New("bench: scenario not supported by this system")
+
+// System is one server under test. Its methods are safe for concurrent use.
+type System interface {
+	// Name is "commy" or "redis".
+	Name() string
+	// Version is the server's version as it reports it.
+	Version() string
+	// Conn opens a connection for synchronous requests.
+	Conn() (Conn, error)
+	// Subscriber opens a connection subscribed to the benchmark's variable
+	// (commy) or channel (Redis).
+	Subscriber() (Subscriber, error)
+	// Close removes what the benchmark created and closes the system.
+	Close() error
+}
+
+// Conn is one client connection. It is not safe for concurrent use.
+type Conn interface {
+	// Read sends n reads at once and waits for every reply.
+	Read(n int) error
+	// Write sends n writes of value at once and waits for every reply.
+	Write(n int, value []byte) error
+	// Publish changes the value and tells every subscriber: a write for
+	// commy, PUBLISH for Redis.
+	Publish(value []byte) error
+	Close() error
+}
+
+// Subscriber receives change notices. It is not safe for concurrent use.
+type Subscriber interface {
+	// Next blocks until the next notice arrives.
+	Next() error
+	Close() error
+}
+
+// Mapper is a System with a shared-memory read path.
+type Mapper interface {
+	// MappedReader maps the service; read reads the variable from the
+	// mapping, close unmaps.
+	MappedReader() (read func() error, close func() error, err error)
+	// Opener opens a connection; open asks for the service file on it,
+	// maps it, reads the variable once and unmaps: what a client pays
+	// before its first mapped read.
+	Opener() (open func() error, close func() error, err error)
+}
+
+// Config is what a run measures.
+type Config struct {
+	Scenarios   []string
+	Clients     []int         // client counts for read, mapped-read, write and open
+	Requests    int           // requests per scenario and client count
+	Duration    time.Duration // when set, run each scenario this long instead
+	ValueSize   int           // bytes of the value written and read
+	Pipeline    int           // requests sent before waiting for their replies
+	Subscribers int           // subscribers in the fanout scenario
+	Rounds      int           // writes measured in the notify and fanout scenarios
+	Stalled     int           // extra subscribers that never read, in notify and fanout
+	Warmup      int           // unmeasured requests per client before each scenario
+	// Progress, when set, is told how far each measurement is.
+	Progress Progress
+}
+
+// Progress shows how far a measurement is. Start and Finish come from the
+// goroutine running Run; Set from another one.
+type Progress interface {
+	Start(desc string, total int64)
+	Set(done int64)
+	Finish()
+}
+
+// Result is one measurement of one system.
+type Result struct {
+	Scenario    string  `json:"scenario"`
+	System      string  `json:"system"`
+	Clients     int     `json:"clients"`
+	Subscribers int     `json:"subscribers,omitempty"`
+	Pipeline    int     `json:"pipeline"`
+	ValueSize   int     `json:"value_size"`
+	Ops         int64   `json:"ops"`
+	Seconds     float64 `json:"seconds"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	P50Micros   float64 `json:"p50_us"`
+	P99Micros   float64 `json:"p99_us"`
+	P999Micros  float64 `json:"p999_us"`
+	MaxMicros   float64 `json:"max_us"`
+	// Latencies are the sorted samples, for plots; not printed.
+	Latencies []time.Duration `json:"-"`
+}
+
+// Key identifies the measurement a result belongs to, across systems.
+func (r Result) Key() string {
+	return fmt.Sprintf("%s/%d/%d", r.Scenario, r.Clients, r.Subscribers)
+}
+
+// Label names the measurement for people: "read, 50 clients".
+func (r Result) Label() string {
+	switch {
+	case r.Subscribers == 1:
+		return r.Scenario + ", 1 subscriber"
+	case r.Subscribers > 0:
+		return fmt.Sprintf("%s, %d subscribers", r.Scenario, r.Subscribers)
+	case r.Clients == 1:
+		return r.Scenario + ", 1 client"
+	default:
+		return fmt.Sprintf("%s, %d clients", r.Scenario, r.Clients)
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = Scenarios
+	}
+	if len(c.Clients) == 0 {
+		c.Clients = []int{1}
+	}
+	if c.Requests <= 0 {
+		c.Requests = 10000
+	}
+	if c.ValueSize <= 0 {
+		c.ValueSize = 64
+	}
+	if c.Pipeline <= 0 {
+		c.Pipeline = 1
+	}
+	if c.Subscribers <= 0 {
+		c.Subscribers = 1000
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 200
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	return c
+}
+
+// Run measures every scenario of cfg on every system, system after system
+// for each measurement, so their figures come from the same minute.
+// Scenarios a system has no equivalent for are left out of its results.
+func Run(ctx context.Context, cfg Config, systems ...System) ([]Result, error) {
+	cfg = cfg.withDefaults()
+	var out []Result
+	for _, sc := range cfg.Scenarios {
+		counts := cfg.Clients
+		if sc == ScenarioNotify || sc == ScenarioFanout {
+			counts = []int{1}
+		}
+		for _, n := range counts {
+			for _, sys := range systems {
+				if err := ctx.Err(); err != nil {
+					return out, err
+				}
+				r, err := measure(ctx, cfg, sys, sc, n)
+				if errors.Is(err, ErrNotSupported) {
+					continue
+				}
+				if err != nil {
+					return out, fmt.Errorf("bench: %s %s: %w", sys.Name(), sc, err)
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func measure(ctx context.Context, cfg Config, sys System, sc string, clients int) (Result, error) {
+	value := make([]byte, cfg.ValueSize)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	r := Result{Scenario: sc, System: sys.Name(), Clients: clients, Pipeline: cfg.Pipeline, ValueSize: cfg.ValueSize}
+	desc := fmt.Sprintf("%-6s %s", sys.Name(), r.Label())
+	var lat []time.Duration
+	var ops int64
+	var elapsed time.Duration
+	var err error
+	switch sc {
+	case ScenarioRead, ScenarioWrite:
+		op := func(c Conn) error { return c.Read(cfg.Pipeline) }
+		if sc == ScenarioWrite {
+			op = func(c Conn) error { return c.Write(cfg.Pipeline, value) }
+		}
+		lat, ops, elapsed, err = load(ctx, cfg, desc, clients, cfg.Pipeline, func() (func() error, func() error, error) {
+			c, err := sys.Conn()
+			if err != nil {
+				return nil, nil, err
+			}
+			return func() error { return op(c) }, c.Close, nil
+		})
+	case ScenarioMappedRead, ScenarioOpen:
+		m, ok := sys.(Mapper)
+		if !ok {
+			return r, ErrNotSupported
+		}
+		r.Pipeline = 1
+		lat, ops, elapsed, err = load(ctx, cfg, desc, clients, 1, func() (func() error, func() error, error) {
+			if sc == ScenarioOpen {
+				return m.Opener()
+			}
+			return m.MappedReader()
+		})
+	case ScenarioNotify, ScenarioFanout:
+		subs := 1
+		if sc == ScenarioFanout {
+			subs = cfg.Subscribers
+		}
+		r.Subscribers, r.Pipeline = subs, 1
+		lat, ops, elapsed, err = fanout(ctx, cfg, desc, sys, subs, value)
+	default:
+		return r, fmt.Errorf("bench: unknown scenario %q", sc)
+	}
+	if err != nil {
+		return r, err
+	}
+	slices.Sort(lat)
+	r.Latencies = lat
+	r.Ops, r.Seconds = ops, elapsed.Seconds()
+	if elapsed > 0 {
+		r.OpsPerSec = float64(ops) / elapsed.Seconds()
+	}
+	r.P50Micros = micros(Percentile(lat, 50))
+	r.P99Micros = micros(Percentile(lat, 99))
+	r.P999Micros = micros(Percentile(lat, 99.9))
+	if len(lat) > 0 {
+		r.MaxMicros = micros(lat[len(lat)-1])
+	}
+	return r, nil
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// Percentile is the p-th percentile (nearest rank) of sorted samples.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// load runs clients goroutines, each with the op open makes, until
+// cfg.Requests operations (each call counts per) or cfg.Duration passed.
+// Every call's latency is one sample.
+func load(ctx context.Context, cfg Config, desc string, clients, per int, open func() (op, close func() error, err error)) ([]time.Duration, int64, time.Duration, error) {
+	type worker struct {
+		op, close func() error
+		lat       []time.Duration
+		err       error
+	}
+	ws := make([]*worker, clients)
+	defer func() {
+		for _, w := range ws {
+			if w != nil && w.close != nil {
+				w.close()
+			}
+		}
+	}()
+	for i := range ws {
+		op, cl, err := open()
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		ws[i] = &worker{op: op, close: cl}
+	}
+	total := int64(cfg.Requests)
+	var deadline time.Time
+	var issued, done atomic.Int64
+	var stop atomic.Bool
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() {
+			for range cfg.Warmup / per {
+				if w.err = w.op(); w.err != nil {
+					stop.Store(true)
+					<-start
+					return
+				}
+			}
+			<-start
+			for !stop.Load() {
+				if deadline.IsZero() {
+					if issued.Add(int64(per)) > total {
+						return
+					}
+				} else if time.Now().After(deadline) {
+					return
+				}
+				t := time.Now()
+				if w.err = w.op(); w.err != nil {
+					stop.Store(true)
+					return
+				}
+				w.lat = append(w.lat, time.Since(t))
+				done.Add(int64(per))
+			}
+		})
+	}
+	stopProgress := progress(cfg, desc, total, &done)
+	t0 := time.Now()
+	if cfg.Duration > 0 {
+		deadline = t0.Add(cfg.Duration)
+	}
+	cancel := context.AfterFunc(ctx, func() { stop.Store(true) })
+	close(start)
+	wg.Wait()
+	elapsed := time.Since(t0)
+	cancel()
+	stopProgress()
+	var lat []time.Duration
+	for _, w := range ws {
+		if w.err != nil {
+			return nil, 0, 0, w.err
+		}
+		lat = append(lat, w.lat...)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, 0, err
+	}
+	return lat, done.Load(), elapsed, nil
+}
+
+// progress reports done to cfg.Progress every 100 ms until the returned
+// function is called.
+func progress(cfg Config, desc string, total int64, done *atomic.Int64) func() {
+	if cfg.Progress == nil {
+		return func() {}
+	}
+	p := cfg.Progress
+	if cfg.Duration > 0 {
+		total = cfg.Duration.Milliseconds()
+	}
+	p.Start(desc, total)
+	t0 := time.Now()
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				if cfg.Duration > 0 {
+					p.Set(min(time.Since(t0).Milliseconds(), total))
+				} else {
+					p.Set(done.Load())
+				}
+			}
+		}
+	})
+	return func() {
+		close(quit)
+		wg.Wait()
+		p.Set(total)
+		p.Finish()
+	}
+}
+
+// fanout measures cfg.Rounds writes (or writes for cfg.Duration), each from
+// the time it is sent until the last of subs subscribers has its notice.
+// The next write waits for that, so no notice ever merges with another.
+func fanout(ctx context.Context, cfg Config, desc string, sys System, subs int, value []byte) ([]time.Duration, int64, time.Duration, error) {
+	w, err := sys.Conn()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer w.Close()
+	var readers, stalled []Subscriber
+	defer func() {
+		for _, s := range append(readers, stalled...) {
+			s.Close()
+		}
+	}()
+	for range cfg.Stalled {
+		s, err := sys.Subscriber()
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("stalled subscriber: %w", err)
+		}
+		stalled = append(stalled, s)
+	}
+	for range subs {
+		s, err := sys.Subscriber()
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("subscriber %d: %w", len(readers)+1, err)
+		}
+		readers = append(readers, s)
+	}
+	var remaining atomic.Int64
+	last := make(chan time.Time, 1)
+	errs := make(chan error, subs)
+	var wg sync.WaitGroup
+	for _, s := range readers {
+		wg.Go(func() {
+			for {
+				if err := s.Next(); err != nil {
+					errs <- err
+					return
+				}
+				if remaining.Add(-1) == 0 {
+					last <- time.Now()
+				}
+			}
+		})
+	}
+	// Closing the subscribers ends their goroutines.
+	defer func() {
+		for _, s := range readers {
+			s.Close()
+		}
+		wg.Wait()
+	}()
+	rounds := int64(cfg.Rounds)
+	var done atomic.Int64
+	var lat []time.Duration
+	round := func() error {
+		remaining.Store(int64(subs))
+		t := time.Now()
+		if err := w.Publish(value); err != nil {
+			return err
+		}
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		select {
+		case at := <-last:
+			lat = append(lat, at.Sub(t))
+			return nil
+		case err := <-errs:
+			return fmt.Errorf("subscriber: %w", err)
+		case <-timeout.C:
+			return fmt.Errorf("%d of %d subscribers had no notice after 10s", remaining.Load(), subs)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for range min(cfg.Warmup, 20) {
+		if err := round(); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	lat = lat[:0]
+	stopProgress := progress(cfg, desc, rounds, &done)
+	defer stopProgress()
+	t0 := time.Now()
+	for {
+		if cfg.Duration > 0 {
+			if time.Since(t0) >= cfg.Duration {
+				break
+			}
+		} else if done.Load() >= rounds {
+			break
+		}
+		if err := round(); err != nil {
+			return nil, 0, 0, err
+		}
+		done.Add(1)
+	}
+	return lat, done.Load(), time.Since(t0), nil
+}
