@@ -118,8 +118,12 @@ func runBench(c *ucli.Context) error {
 		cfg.Progress = &benchBar{w: c.App.ErrWriter}
 	}
 
+	sock, err := socketOf(c)
+	if err != nil {
+		return err
+	}
 	ctx := c.Context
-	cm, err := bench.DialCommy(ctx, socketOf(c), tenant, service, cfg.ValueSize)
+	cm, err := bench.DialCommy(ctx, sock, tenant, service, cfg.ValueSize)
 	if err != nil {
 		return err
 	}
