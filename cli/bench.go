@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -106,9 +107,11 @@ func runBench(c *ucli.Context) error {
 	}
 	tenant, service := fmt.Sprintf("commy-bench-%d", os.Getpid()), "bench"
 	if s := c.String("service"); s != "" {
-		if tenant, service, err = splitService(s); err != nil {
+		t, err := splitService(s)
+		if err != nil {
 			return err
 		}
+		tenant, service = t.tenant, t.service
 	}
 	plotPath := c.String("plot")
 	if plotPath != "" && !strings.HasSuffix(plotPath, ".svg") {
@@ -123,7 +126,12 @@ func runBench(c *ucli.Context) error {
 		return err
 	}
 	ctx := c.Context
-	cm, err := bench.DialCommy(ctx, sock, tenant, service, cfg.ValueSize)
+	cl, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cm, err := bench.NewCommy(ctx, cl, sock, tenant, service, cfg.ValueSize)
 	if err != nil {
 		return err
 	}
@@ -131,6 +139,10 @@ func runBench(c *ucli.Context) error {
 	systems := []bench.System{cm}
 	if sock := c.String("redis"); sock != "" {
 		rd, err := bench.DialRedis(ctx, sock, fmt.Sprintf("commy-bench-%d", os.Getpid()), cfg.ValueSize)
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return &cliError{code: CodeUnreachable, exit: ExitUnreachable, msg: fmt.Sprintf("no Redis at %s: %v", sock, ne.Err), err: err}
+		}
 		if err != nil {
 			return err
 		}

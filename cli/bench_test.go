@@ -154,11 +154,11 @@ func TestBench(t *testing.T) {
 			code int
 			msg  string
 		}{
-			{[]string{"bench", "-t", "read,nope"}, 2, `unknown scenario "nope"`},
-			{[]string{"bench", "--clients", "0"}, 2, "--clients"},
-			{[]string{"bench", "--plot", "x.png"}, 2, "FILE.svg"},
-			{[]string{"bench", "-n", "10", "-t", "read", "--redis", filepath.Join(t.TempDir(), "none.sock")}, 1, "redis"},
-			{[]string{"bench", "--socket", filepath.Join(t.TempDir(), "none.sock")}, 1, "commy"},
+			{[]string{"bench", "-t", "read,nope"}, ExitUsage, `unknown scenario "nope"`},
+			{[]string{"bench", "--clients", "0"}, ExitUsage, "--clients"},
+			{[]string{"bench", "--plot", "x.png"}, ExitUsage, "FILE.svg"},
+			{[]string{"bench", "-n", "10", "-t", "read", "--redis", filepath.Join(t.TempDir(), "none.sock")}, ExitUnreachable, "no Redis at"},
+			{[]string{"bench", "--socket", filepath.Join(t.TempDir(), "none.sock")}, ExitUnreachable, "no broker at"},
 		} {
 			code, _, errOut := commy(t, tc.args...)
 			if code != tc.code || !strings.Contains(errOut, tc.msg) {

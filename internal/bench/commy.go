@@ -16,6 +16,7 @@ const Variable = "bench"
 // Commy is a commy broker under test. It holds one service with one
 // variable, made by DialCommy.
 type Commy struct {
+	cl              *client.Client
 	socket          string
 	tenant, service string
 	serviceID       string
@@ -23,16 +24,12 @@ type Commy struct {
 	dropTenant      bool
 }
 
-// DialCommy connects to the broker at socket and makes tenant/service with a
-// variable of valueSize bytes; the tenant is made when missing and then
-// deleted by Close.
-func DialCommy(ctx context.Context, socket, tenant, service string, valueSize int) (*Commy, error) {
-	cl, err := client.Dial(ctx, socket, client.WithName("commy-bench"))
-	if err != nil {
-		return nil, fmt.Errorf("bench: commy: %w", err)
-	}
-	defer cl.Close()
-	c := &Commy{socket: socket, tenant: tenant, service: service, version: cl.Welcome().ServerVersion}
+// NewCommy prepares the broker that cl is connected to, at socket, for a
+// run: tenant/service with a variable of valueSize bytes. The tenant is made
+// when missing and then deleted by Close, through cl, which must stay open
+// until then.
+func NewCommy(ctx context.Context, cl *client.Client, socket, tenant, service string, valueSize int) (*Commy, error) {
+	c := &Commy{cl: cl, socket: socket, tenant: tenant, service: service, version: cl.Welcome().ServerVersion}
 	switch err := cl.CreateTenant(ctx, tenant); {
 	case err == nil:
 		c.dropTenant = true
@@ -44,7 +41,7 @@ func DialCommy(ctx context.Context, socket, tenant, service string, valueSize in
 		svc, err = cl.Service(ctx, tenant, service)
 	}
 	if err != nil {
-		c.drop(ctx, cl)
+		c.Close()
 		return nil, fmt.Errorf("bench: commy: service %s/%s: %w", tenant, service, err)
 	}
 	c.serviceID = svc.ID
@@ -53,17 +50,10 @@ func DialCommy(ctx context.Context, socket, tenant, service string, valueSize in
 		_, err = svc.Write(ctx, Variable, value)
 	}
 	if err != nil {
-		c.drop(ctx, cl)
+		c.Close()
 		return nil, fmt.Errorf("bench: commy: variable %s: %w", Variable, err)
 	}
 	return c, nil
-}
-
-func (c *Commy) drop(ctx context.Context, cl *client.Client) error {
-	if !c.dropTenant {
-		return nil
-	}
-	return cl.DeleteTenant(ctx, c.tenant)
 }
 
 // Name implements System.
@@ -72,15 +62,16 @@ func (c *Commy) Name() string { return "commy" }
 // Version implements System.
 func (c *Commy) Version() string { return c.version }
 
-// Close deletes the tenant when DialCommy made it.
+// Close deletes the tenant when NewCommy made it.
 func (c *Commy) Close() error {
-	ctx := context.Background()
-	cl, err := client.Dial(ctx, c.socket, client.WithName("commy-bench"))
-	if err != nil {
-		return fmt.Errorf("bench: commy: %w", err)
+	if !c.dropTenant {
+		return nil
 	}
-	defer cl.Close()
-	return c.drop(ctx, cl)
+	c.dropTenant = false
+	if err := c.cl.DeleteTenant(context.Background(), c.tenant); err != nil {
+		return fmt.Errorf("bench: commy: delete tenant %s: %w", c.tenant, err)
+	}
+	return nil
 }
 
 // commyConn speaks the protocol synchronously: a batch of requests, then
