@@ -1,0 +1,422 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commy/commy/client"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrClosed: the bridge was closed.
+var ErrClosed = errors.New("bridge: closed")
+
+// Options are what New takes besides the Config.
+type Options struct {
+	Logger *slog.Logger
+	// Resync ignores the saved state: the bridge replays the whole stream,
+	// and local values that differ from it after the replay are published.
+	Resync bool
+	// ClientOptions are added to the local broker connection's options.
+	ClientOptions []client.Option
+}
+
+// Bridge mirrors the federated services of one host's broker through a
+// JetStream stream. New starts it; Close stops it. Its methods are safe for
+// concurrent use.
+type Bridge struct {
+	cfg   Config
+	log   *slog.Logger
+	stats *stats
+	runID string
+	msgN  atomic.Uint64
+
+	cl *client.Client
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	remote chan remoteMsg  // from the consumer
+	local  chan localEvent // from the subscriptions
+	acks   chan ackEvent   // from the publisher
+	caught chan struct{}   // closed by the consumer once it reached the stream's end
+	out    outbox          // to the publisher
+	ready  chan struct{}   // closed once Ready
+	stat   atomic.Pointer[Status]
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	runErr    error // why the loop stopped; set before loopDone closes
+	loopDone  chan struct{}
+	closeOnce sync.Once
+
+	// Owned by the loop goroutine.
+	st         *state
+	svcs       map[svcKey]*localSvc
+	known      map[svcKey]map[string]digest  // what the stream holds or will: applied, queued
+	pendingOwn map[svcKey]map[string]int     // this run's batches not yet seen in the stream, by variable
+	awaiting   map[string]*ownBatch          // the same, by message id
+	startDiff  map[svcKey]map[string]*digest // local changes made while the bridge was away (nil: deleted)
+	caughtUp   bool
+	paused     bool
+	dirty      bool
+	lastLag    time.Duration
+}
+
+// ownBatch is a batch this run published, until it is seen in the stream.
+type ownBatch struct {
+	k    svcKey
+	kind uint8
+	vars map[string]*digest // nil digest: deleted
+}
+
+type remoteMsg struct {
+	seq uint64
+	id  string
+	b   *batch
+}
+
+type localEvent struct {
+	k   svcKey
+	ls  *localSvc
+	n   client.Notice
+	err error // the subscription ended
+}
+
+type ackEvent struct {
+	id  string
+	seq uint64
+	err error
+}
+
+// New connects to the local broker and to NATS (waiting for neither: NATS
+// may come later) and starts mirroring. The local broker must be up.
+func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("bridge: state dir: %w", err)
+	}
+	st := newState()
+	if !opts.Resync {
+		var err error
+		if st, err = loadState(cfg.StateDir, cfg.HostID, cfg.JetStream.Stream); err != nil {
+			return nil, err
+		}
+	}
+	var rb [6]byte
+	rand.Read(rb[:])
+	b := &Bridge{
+		cfg: cfg, log: opts.Logger.With("host", cfg.HostID), stats: newStats(), runID: hex.EncodeToString(rb[:]),
+		remote: make(chan remoteMsg, 256), local: make(chan localEvent, 64), acks: make(chan ackEvent, 256),
+		caught: make(chan struct{}), ready: make(chan struct{}), loopDone: make(chan struct{}),
+		st: st, svcs: map[svcKey]*localSvc{}, known: map[svcKey]map[string]digest{},
+		pendingOwn: map[svcKey]map[string]int{}, awaiting: map[string]*ownBatch{}, startDiff: map[svcKey]map[string]*digest{},
+	}
+	b.out.signal = make(chan struct{}, 1)
+	for k, vars := range st.Vars {
+		m := make(map[string]digest, len(vars))
+		for n, d := range vars {
+			m[n] = d.Digest
+		}
+		b.known[k] = m
+	}
+	b.stats.lastSeq.Set(float64(st.LastSeq))
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+
+	copts := append([]client.Option{client.WithName("commy-bridge " + cfg.HostID), client.WithReconnect(client.Backoff{Max: time.Second})}, opts.ClientOptions...)
+	cl, err := client.Dial(ctx, cfg.Socket, copts...)
+	if err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("bridge: local broker: %w", err)
+	}
+	b.cl = cl
+	nc, err := nats.Connect(joinURLs(cfg.NATS.URLs), b.natsOptions()...)
+	if err != nil {
+		cl.Close()
+		b.cancel()
+		return nil, fmt.Errorf("bridge: nats: %w", err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc)
+	if cfg.JetStream.Domain != "" && err == nil {
+		js, err = jetstream.NewWithDomain(nc, cfg.JetStream.Domain)
+	}
+	if err != nil {
+		nc.Close()
+		cl.Close()
+		b.cancel()
+		return nil, fmt.Errorf("bridge: jetstream: %w", err)
+	}
+	b.js = js
+	if nc.IsConnected() {
+		b.stats.connected.Set(1)
+	}
+
+	// The services there are now, and what changed in them while the bridge
+	// was away, before anything of the stream is applied.
+	if err := b.scan(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.diffAtStart()
+	b.publishStatus()
+
+	b.wg.Add(3)
+	go b.consume(st.LastSeq + 1)
+	go b.publish()
+	go b.loop()
+	return b, nil
+}
+
+func joinURLs(urls []string) string {
+	s := ""
+	for i, u := range urls {
+		if i > 0 {
+			s += ","
+		}
+		s += u
+	}
+	return s
+}
+
+// natsOptions are the connection's options: reconnect forever, and the
+// credentials the config names.
+func (b *Bridge) natsOptions() []nats.Option {
+	c := b.cfg.NATS
+	opts := []nats.Option{
+		nats.Name(c.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(time.Duration(c.ReconnectWait)),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			b.stats.connected.Set(1)
+			b.log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.stats.connected.Set(1)
+			b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			b.stats.connected.Set(0)
+			if b.ctx.Err() == nil {
+				b.log.Warn("nats disconnected; local changes are kept until it is back", "err", err)
+			}
+		}),
+	}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.NKeySeed != "" {
+		if o, err := nats.NkeyOptionFromSeed(c.NKeySeed); err == nil {
+			opts = append(opts, o)
+		} else {
+			opts = append(opts, func(*nats.Options) error { return fmt.Errorf("nkey_seed %s: %w", c.NKeySeed, err) })
+		}
+	}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	return opts
+}
+
+// Ready is closed once the bridge has caught up with the stream (or found
+// NATS unreachable at start, in which case it catches up once NATS is back).
+func (b *Bridge) Ready() <-chan struct{} { return b.ready }
+
+// Done is closed when the bridge stopped, after Close or a fatal error
+// (see Err).
+func (b *Bridge) Done() <-chan struct{} { return b.loopDone }
+
+// Err is why the bridge stopped, or nil while it runs or after Close.
+func (b *Bridge) Err() error {
+	select {
+	case <-b.loopDone:
+		return b.runErr
+	default:
+		return nil
+	}
+}
+
+// Close stops the bridge, saves its state and closes its connections.
+// Batches not yet acknowledged by JetStream stay with the broker: the next
+// run finds them as local changes. It is safe to call more than once.
+func (b *Bridge) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		b.cancel()
+		b.wg.Wait()
+		for _, ls := range b.svcs {
+			ls.close()
+		}
+		if b.nc != nil {
+			b.nc.Close()
+		}
+		if b.cl != nil {
+			b.cl.Close()
+		}
+		if b.dirty {
+			err = b.st.save(b.cfg.StateDir, b.cfg.HostID, b.cfg.JetStream.Stream)
+		}
+	})
+	return err
+}
+
+// loop is the one goroutine that owns the bridge's state: it applies remote
+// batches and turns local notices into batches, in the order they come.
+func (b *Bridge) loop() {
+	defer b.wg.Done()
+	defer close(b.loopDone)
+	scan := time.NewTicker(time.Duration(b.cfg.ScanInterval))
+	defer scan.Stop()
+	flush := time.NewTicker(100 * time.Millisecond)
+	defer flush.Stop()
+	readyTimer := time.NewTimer(10 * time.Second)
+	defer readyTimer.Stop()
+	caught := b.caught
+	for {
+		var local chan localEvent
+		if b.caughtUp && !b.paused {
+			local = b.local
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case m := <-b.remote:
+			b.applyRemote(m)
+		case <-caught:
+			caught = nil
+			b.catchUpDone()
+		case <-readyTimer.C:
+			if !b.caughtUp {
+				b.log.Warn("not caught up with the stream yet; reporting ready, local changes are kept until NATS answers")
+				b.markReady()
+			}
+		case e := <-local:
+			b.handleLocal(e)
+		case a := <-b.acks:
+			b.handleAck(a)
+		case <-scan.C:
+			if err := b.scan(b.ctx); err != nil && b.ctx.Err() == nil {
+				b.log.Warn("scan of local services failed", "err", err)
+			}
+		case <-flush.C:
+			if b.dirty {
+				if err := b.st.save(b.cfg.StateDir, b.cfg.HostID, b.cfg.JetStream.Stream); err != nil {
+					b.log.Error("state not saved", "err", err)
+				} else {
+					b.dirty = false
+				}
+			}
+			b.publishStatus()
+		}
+	}
+}
+
+func (b *Bridge) markReady() {
+	select {
+	case <-b.ready:
+	default:
+		close(b.ready)
+	}
+}
+
+// catchUpDone publishes what changed locally while the bridge was away and
+// what no batch carried yet, then takes local notices.
+func (b *Bridge) catchUpDone() {
+	b.caughtUp = true
+	for k, ls := range b.svcs {
+		b.reconcile(k, ls)
+	}
+	b.startDiff = map[svcKey]map[string]*digest{}
+	b.log.Info("caught up with the stream", "sequence", b.st.LastSeq, "services", len(b.svcs))
+	b.markReady()
+	b.publishStatus()
+}
+
+// opCtx bounds one call to the local broker.
+func (b *Bridge) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(b.ctx, 10*time.Second)
+}
+
+// retry runs op until it succeeds, fails with the broker's answer, or the
+// bridge closes; while the broker is away it waits for the reconnection.
+func (b *Bridge) retry(what string, op func(ctx context.Context) error) error {
+	for n := 0; ; n++ {
+		ctx, cancel := b.opCtx()
+		err := op(ctx)
+		cancel()
+		var re *client.Error
+		if err == nil || errors.As(err, &re) || b.ctx.Err() != nil {
+			return err
+		}
+		if n == 0 || n%20 == 0 {
+			b.log.Warn("local broker unreachable; retrying", "op", what, "err", err)
+		}
+		wctx, wcancel := context.WithTimeout(b.ctx, time.Second)
+		b.cl.WaitConnected(wctx)
+		wcancel()
+		select {
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Status is a snapshot of what the bridge is doing.
+type Status struct {
+	HostID         string   `json:"host_id"`
+	NATS           string   `json:"nats"`
+	NATSURL        string   `json:"nats_url,omitempty"`
+	Stream         string   `json:"stream"`
+	CaughtUp       bool     `json:"caught_up"`
+	AppliedSeq     uint64   `json:"applied_sequence"`
+	Services       []string `json:"services"`
+	PendingBatches int      `json:"pending_batches"`
+	PendingBytes   int64    `json:"pending_bytes"`
+	Paused         bool     `json:"paused"`
+	LastLag        string   `json:"last_lag"`
+}
+
+// Status returns the latest snapshot (refreshed every 100ms).
+func (b *Bridge) Status() Status {
+	s := *b.stat.Load()
+	s.NATS = b.nc.Status().String()
+	s.NATSURL = b.nc.ConnectedUrlRedacted()
+	s.PendingBatches, s.PendingBytes = b.out.len()
+	return s
+}
+
+func (b *Bridge) publishStatus() {
+	s := &Status{HostID: b.cfg.HostID, Stream: b.cfg.JetStream.Stream, CaughtUp: b.caughtUp, AppliedSeq: b.st.LastSeq,
+		Paused: b.paused, LastLag: b.lastLag.String()}
+	for k := range b.svcs {
+		s.Services = append(s.Services, k.String())
+	}
+	slices.Sort(s.Services)
+	b.stat.Store(s)
+}
