@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/commy/commy/internal/paths"
 	ucli "github.com/urfave/cli/v2"
@@ -40,6 +42,9 @@ func App() *ucli.App {
 	for _, cmd := range app.Commands {
 		if !cmd.Hidden && cmd.Name != "version" && cmd.Name != "completion" {
 			cmd.Flags = append(cmd.Flags, socketFlag())
+		}
+		if !slices.ContainsFunc(cmd.Flags, func(f ucli.Flag) bool { return f == jsonFlag }) {
+			cmd.Flags = append(cmd.Flags, jsonFlag) // for errors, at least
 		}
 		cmd.OnUsageError = onUsageError
 	}
@@ -96,9 +101,13 @@ func Main(args []string) int {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := App()
 	app.Writer, app.ErrWriter = stdout, stderr
-	err := app.Run(args)
+	err := app.RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
 	}

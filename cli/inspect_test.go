@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,5 +113,65 @@ func TestInspectionCommands(t *testing.T) {
 	var ts []string
 	if code != 0 || json.Unmarshal([]byte(out), &ts) != nil || len(ts) != 0 {
 		t.Errorf("tenants --json via COMMY_SOCKET: %d %q %q", code, out, errOut)
+	}
+}
+
+// TestErrorsAsJSON: with --json, even a usage error is one JSON line on
+// stderr, and a stale socket says nothing listens.
+func TestErrorsAsJSON(t *testing.T) {
+	dir := shortDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	for _, tc := range []struct {
+		args []string
+		exit int
+		code string
+		msg  string
+	}{
+		{[]string{"get", "--json", "acme"}, ExitUsage, "USAGE", "missing arguments"},
+		{[]string{"--json", "bogus"}, ExitUsage, "USAGE", `unknown command "bogus"`},
+		{[]string{"tenants", "--json", "--nope"}, ExitUsage, "USAGE", "flag provided but not defined"},
+		{[]string{"tenants", "--json", "--socket", stale}, ExitUnreachable, "BROKER_UNREACHABLE", "nothing listens on the socket"},
+		{[]string{"audit", "--json", "--file", filepath.Join(dir, "none.log")}, ExitNotFound, "FILE_NOT_FOUND", "none.log"},
+	} {
+		code, out, errOut := commy(t, tc.args...)
+		var e struct {
+			Code    string `json:"error_code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal([]byte(errOut), &e); err != nil || code != tc.exit || e.Code != tc.code || !strings.Contains(e.Message, tc.msg) || out != "" {
+			t.Errorf("commy %s: exit %d, stdout %q, stderr %q; want %d, %s, %q", strings.Join(tc.args, " "), code, out, errOut, tc.exit, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestValueOutput(t *testing.T) {
+	for _, tc := range []struct {
+		n    uint64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1 KiB"}, {1536, "1.5 KiB"}, {324 << 10, "324 KiB"}, {16 << 20, "16 MiB"}} {
+		if got := humanBytes(tc.n); got != tc.want {
+			t.Errorf("humanBytes(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+	long := strings.Repeat("ab", 8<<20)
+	cut := truncate(long, 80, len(long))
+	if len(cut) != 80 || !strings.HasSuffix(cut, "... (16 MiB, --full to see all)") {
+		t.Errorf("truncate to 80: %d characters, %q", len(cut), cut)
+	}
+	if got := truncate(long, 0, len(long)); got != long {
+		t.Error("truncate with no width cut the value")
+	}
+	if got := truncate("short", 80, 5); got != "short" {
+		t.Errorf("truncate of a short value: %q", got)
+	}
+	t.Setenv("COLUMNS", "77")
+	if w := termWidth(&bytes.Buffer{}); w != 77 {
+		t.Errorf("termWidth with COLUMNS=77: %d", w)
 	}
 }
