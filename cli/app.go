@@ -13,7 +13,7 @@ import (
 // App returns the commy command-line application.
 func App() *ucli.App {
 	app := &ucli.App{
-		Flags:   []ucli.Flag{socketFlag(), jsonFlag},
+		Flags:   []ucli.Flag{socketFlag(), jsonFlag()},
 		Name:    "commy",
 		Usage:   "same-host IPC broker with a shared-memory fast path",
 		Version: versionString(),
@@ -43,8 +43,8 @@ func App() *ucli.App {
 		if !cmd.Hidden && cmd.Name != "version" && cmd.Name != "completion" {
 			cmd.Flags = append(cmd.Flags, socketFlag())
 		}
-		if !slices.ContainsFunc(cmd.Flags, func(f ucli.Flag) bool { return f == jsonFlag }) {
-			cmd.Flags = append(cmd.Flags, jsonFlag) // for errors, at least
+		if !slices.ContainsFunc(cmd.Flags, func(f ucli.Flag) bool { return slices.Contains(f.Names(), "json") }) {
+			cmd.Flags = append(cmd.Flags, jsonFlag()) // for errors, at least
 		}
 		cmd.OnUsageError = onUsageError
 	}

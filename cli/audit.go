@@ -21,7 +21,7 @@ func auditCommand() *ucli.Command {
 		Name: "audit", Usage: "show the audit log",
 		Description: "Reads the broker's audit log file (it needs read access to it: root or the broker's user).",
 		Flags: []ucli.Flag{
-			jsonFlag,
+			jsonFlag(),
 			&ucli.StringFlag{Name: "file", Usage: "audit log `FILE` (default: audit.log in the default data directory or $COMMY_DATA_DIR)"},
 			&ucli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new records until interrupted"},
 		},

@@ -46,7 +46,7 @@ func benchCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "service", Usage: "`TENANT/SERVICE` to use (default: commy-bench-<pid>/bench, deleted after)"},
 			&ucli.StringFlag{Name: "redis", Usage: "also measure the Redis server on this Unix `SOCKET`"},
 			&ucli.StringFlag{Name: "plot", Usage: "draw the latency percentiles of every measurement to `FILE.svg`"},
-			jsonFlag,
+			jsonFlag(),
 		},
 		Action: runBench,
 	}

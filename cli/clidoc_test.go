@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"maps"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/testutil"
 )
 
 // docFields reads docs/cli.md: for each "### commy NAME" section, the names
@@ -121,14 +121,28 @@ func TestCLIDoc(t *testing.T) {
 	runJSON("vars", "acme/orders")
 	runJSON("stats")
 	runJSON("version")
+	runJSON("bench", "--scenarios", "read", "--clients", "1", "--requests", "20", "--warmup", "1")
 
 	// watch: a change, a deleted variable, then the deleted service, which
 	// ends it with status 66.
+	// A child process: urfave/cli's help flag is a global that two apps
+	// running at once in one process would share.
 	var out, errOut syncBuffer
+	cmd := testutil.Child(t, "commy", -1, -1)
+	cmd.Args = append(cmd.Args, "watch", "--json", "--socket", sock, "acme/orders")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	code := make(chan int, 1)
 	go func() {
-		code <- runContext(context.Background(), []string{"commy", "watch", "--json", "acme/orders"}, &out, &errOut)
+		cmd.Wait()
+		code <- cmd.ProcessState.ExitCode()
 	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-code
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), `"changed"`) {
 		if time.Now().After(deadline) {
@@ -149,6 +163,7 @@ func TestCLIDoc(t *testing.T) {
 	runJSON("delete", "acme/orders")
 	select {
 	case c := <-code:
+		code <- c // for the cleanup
 		if c != ExitNotFound || !strings.Contains(out.String(), `"service_deleted"`) {
 			t.Fatalf("watch of a deleted service: exit %d, want %d\n%s\n%s", c, ExitNotFound, out.String(), errOut.String())
 		}

@@ -140,7 +140,9 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.0f %s", v, units[i])
 }
 
-var bytesFlag = &ucli.BoolFlag{Name: "bytes", Usage: "print sizes as numbers of bytes"}
+func bytesFlag() *ucli.BoolFlag {
+	return &ucli.BoolFlag{Name: "bytes", Usage: "print sizes as numbers of bytes"}
+}
 
 // termWidth is the width of w when it is a terminal, else of $COLUMNS, else
 // 0 (no limit).

@@ -18,7 +18,9 @@ import (
 	ucli "github.com/urfave/cli/v2"
 )
 
-var jsonFlag = &ucli.BoolFlag{Name: "json", Usage: "print JSON for scripts (fields: docs/cli.md); errors too, on stderr"}
+func jsonFlag() *ucli.BoolFlag {
+	return &ucli.BoolFlag{Name: "json", Usage: "print JSON for scripts (fields: docs/cli.md); errors too, on stderr"}
+}
 
 // dial connects to the broker named by --socket / COMMY_SOCKET, and says
 // what was tried when no broker answers.
@@ -173,7 +175,7 @@ type tenantJSON struct {
 
 func tenantsCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "tenants", Usage: "list tenants", Flags: []ucli.Flag{jsonFlag},
+		Name: "tenants", Usage: "list tenants", Flags: []ucli.Flag{jsonFlag()},
 		Action: withClient(0, 0, func(c *ucli.Context, cl *client.Client, _ []string) error {
 			ts, err := cl.Tenants(c.Context)
 			if err != nil {
@@ -195,7 +197,7 @@ type serviceJSON struct {
 
 func servicesCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "services", Usage: "list a tenant's services", ArgsUsage: "TENANT", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Name: "services", Usage: "list a tenant's services", ArgsUsage: "TENANT", Flags: []ucli.Flag{jsonFlag(), bytesFlag()},
 		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			ss, err := cl.Services(c.Context, a[0])
 			if err != nil {
@@ -214,7 +216,7 @@ func servicesCommand() *ucli.Command {
 
 func varsCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "vars", Usage: "list a service's variables", ArgsUsage: "TENANT/SERVICE", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Name: "vars", Usage: "list a service's variables", ArgsUsage: "TENANT/SERVICE", Flags: []ucli.Flag{jsonFlag(), bytesFlag()},
 		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			svc, _, err := service(c, cl, a[0])
 			if err != nil {
@@ -259,7 +261,7 @@ func newValue(t target, name string, v uint64, data []byte, f string) (valueJSON
 func getCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "get", Usage: "print a variable's value", ArgsUsage: "TENANT/SERVICE VARIABLE",
-		Flags: []ucli.Flag{jsonFlag, formatFlag(), &ucli.BoolFlag{Name: "mapped", Usage: "read through the shared-memory mapping"}},
+		Flags: []ucli.Flag{jsonFlag(), formatFlag(), &ucli.BoolFlag{Name: "mapped", Usage: "read through the shared-memory mapping"}},
 		Action: withClient(2, 2, func(c *ucli.Context, cl *client.Client, a []string) error {
 			f, err := outFormat(c)
 			if err != nil {
@@ -319,7 +321,7 @@ type writtenJSON struct {
 func setCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "set", Usage: "write a variable", ArgsUsage: "TENANT/SERVICE VARIABLE VALUE|-",
-		Flags: []ucli.Flag{jsonFlag, inputFlag()},
+		Flags: []ucli.Flag{jsonFlag(), inputFlag()},
 		Action: withClient(3, 3, func(c *ucli.Context, cl *client.Client, a []string) error {
 			data, err := decode(c, a[2])
 			if err != nil {
@@ -350,7 +352,7 @@ func watchCommand() *ucli.Command {
 		Name: "watch", Usage: "print each change to a service until interrupted", ArgsUsage: "TENANT/SERVICE [VARIABLE...]",
 		Description: "Prints one line per change. Values longer than the terminal are cut (--full prints them whole).\n" +
 			"When the service is deleted, watch says so and exits with status 66.",
-		Flags: []ucli.Flag{jsonFlag, formatFlag(), &ucli.BoolFlag{Name: "full", Usage: "print whole values, however long"}},
+		Flags: []ucli.Flag{jsonFlag(), formatFlag(), &ucli.BoolFlag{Name: "full", Usage: "print whole values, however long"}},
 		Action: withClient(1, -1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			f, err := outFormat(c)
 			if err != nil {
@@ -485,7 +487,7 @@ func (w *watcher) serviceDeleted() error {
 
 func statsCommand() *ucli.Command {
 	return &ucli.Command{
-		Name: "stats", Usage: "print the broker's figures (admin)", Flags: []ucli.Flag{jsonFlag, bytesFlag},
+		Name: "stats", Usage: "print the broker's figures (admin)", Flags: []ucli.Flag{jsonFlag(), bytesFlag()},
 		Action: withClient(0, 0, func(c *ucli.Context, cl *client.Client, _ []string) error {
 			st, err := cl.Stats(c.Context)
 			if err != nil {
@@ -543,7 +545,7 @@ type createdJSON struct {
 func createCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "create", Usage: "create a tenant, or a service of a tenant", ArgsUsage: "TENANT | TENANT/SERVICE",
-		Flags: []ucli.Flag{jsonFlag},
+		Flags: []ucli.Flag{jsonFlag()},
 		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			t, s, isSvc := strings.Cut(a[0], "/")
 			if !isSvc {
@@ -564,7 +566,7 @@ func createCommand() *ucli.Command {
 func deleteCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "delete", Usage: "delete a tenant (with its services) or a service", ArgsUsage: "TENANT | TENANT/SERVICE",
-		Flags: []ucli.Flag{jsonFlag},
+		Flags: []ucli.Flag{jsonFlag()},
 		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
 			t, s, isSvc := strings.Cut(a[0], "/")
 			if !isSvc {
@@ -584,7 +586,7 @@ func deleteCommand() *ucli.Command {
 func allocCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "alloc", Usage: "create a variable", ArgsUsage: "TENANT/SERVICE VARIABLE [VALUE|-]",
-		Flags: []ucli.Flag{jsonFlag, inputFlag(), &ucli.IntFlag{Name: "capacity", Usage: "room in `BYTES` before the value must move (rounded up to a multiple of 64)"}},
+		Flags: []ucli.Flag{jsonFlag(), inputFlag(), &ucli.IntFlag{Name: "capacity", Usage: "room in `BYTES` before the value must move (rounded up to a multiple of 64)"}},
 		Action: withClient(2, 3, func(c *ucli.Context, cl *client.Client, a []string) error {
 			var data []byte
 			var err error
@@ -612,7 +614,7 @@ func allocCommand() *ucli.Command {
 func deallocCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "dealloc", Usage: "delete a variable", ArgsUsage: "TENANT/SERVICE VARIABLE",
-		Flags: []ucli.Flag{jsonFlag},
+		Flags: []ucli.Flag{jsonFlag()},
 		Action: withClient(2, 2, func(c *ucli.Context, cl *client.Client, a []string) error {
 			svc, t, err := service(c, cl, a[0])
 			if err != nil {

@@ -50,7 +50,7 @@ func versionString() string {
 func versionCommand() *ucli.Command {
 	return &ucli.Command{
 		Name: "version", Usage: "print the version, commit, protocol version and Go version",
-		Flags: []ucli.Flag{jsonFlag},
+		Flags: []ucli.Flag{jsonFlag()},
 		Action: func(c *ucli.Context) error {
 			if _, err := args(c, 0, 0); err != nil {
 				return err
