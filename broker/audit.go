@@ -53,16 +53,33 @@ const (
 // Audit appends Records to a JSON-lines file from one goroutine, in batches.
 // A failed write is logged at error level and counted, never dropped
 // silently. It is safe for concurrent use.
+//
+// Log does not wake the writer for each record, which would put a cross-CPU
+// wake-up into every audited request: the first record queued after the
+// writer went idle arms a timer of auditFlushDelay, and the writer runs when
+// it fires, or at once when auditBatch records are waiting. Records thus
+// reach the file at most auditFlushDelay after they were logged.
 type Audit struct {
-	w      io.WriteCloser
-	log    *slog.Logger
-	ch     chan Record
-	done   chan struct{}
-	errs   atomic.Uint64
-	once   sync.Once
-	mu     sync.RWMutex // held for reading while sending on ch
+	w     io.WriteCloser
+	log   *slog.Logger
+	errs  atomic.Uint64
+	once  sync.Once
+	kick  chan struct{} // capacity 1: wakes the writer at once
+	timer *time.Timer   // wakes the writer auditFlushDelay after the first record
+	done  chan struct{}
+
+	mu     sync.Mutex
+	q      []Record   // waiting for the writer
+	room   *sync.Cond // on mu: the writer took q
 	closed bool
 }
+
+// Audit queue bounds: the writer runs at once when auditBatch records wait,
+// and Log blocks while auditQueueLength do.
+const (
+	auditFlushDelay = 2 * time.Millisecond
+	auditBatch      = 256
+)
 
 // OpenAudit opens (appending, mode 0600) the audit log at path.
 func OpenAudit(path string, log *slog.Logger) (*Audit, error) {
@@ -74,7 +91,9 @@ func OpenAudit(path string, log *slog.Logger) (*Audit, error) {
 }
 
 func newAudit(w io.WriteCloser, log *slog.Logger) *Audit {
-	a := &Audit{w: w, log: log, ch: make(chan Record, auditQueueLength), done: make(chan struct{})}
+	a := &Audit{w: w, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), timer: time.NewTimer(time.Hour)}
+	a.timer.Stop()
+	a.room = sync.NewCond(&a.mu)
 	go a.run()
 	return a
 }
@@ -86,12 +105,30 @@ func (a *Audit) Log(r Record) {
 		return
 	}
 	r.Time = time.Now().Format(time.RFC3339Nano)
-	a.mu.RLock()
-	defer a.mu.RUnlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for len(a.q) >= auditQueueLength && !a.closed {
+		a.wakeLocked()
+		a.room.Wait()
+	}
 	if a.closed {
 		return
 	}
-	a.ch <- r
+	a.q = append(a.q, r)
+	switch len(a.q) {
+	case 1:
+		a.timer.Reset(auditFlushDelay)
+	case auditBatch:
+		a.wakeLocked()
+	}
+}
+
+// wakeLocked wakes the writer now.
+func (a *Audit) wakeLocked() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Errors is the number of records that could not be written.
@@ -105,22 +142,32 @@ func (a *Audit) Errors() uint64 {
 func (a *Audit) run() {
 	defer close(a.done)
 	var buf []byte
-	for r := range a.ch {
-		buf, n := appendRecord(buf[:0], r), 1
-	drain:
-		for len(buf) < 1<<20 {
-			select {
-			case r2, ok := <-a.ch:
-				if !ok {
-					break drain
-				}
-				buf = appendRecord(buf, r2)
-				n++
-			default:
-				break drain
+	var batch []Record
+	for {
+		select {
+		case <-a.kick:
+		case <-a.timer.C:
+		}
+		a.mu.Lock()
+		batch, a.q = a.q, batch[:0]
+		closed := a.closed
+		a.timer.Stop() // woken by kick: the timer's wake-up is not needed
+		a.room.Broadcast()
+		a.mu.Unlock()
+		buf = buf[:0]
+		n := 0
+		for _, r := range batch {
+			buf, n = appendRecord(buf, r), n+1
+			if len(buf) >= 1<<20 {
+				a.write(buf, n)
+				buf, n = buf[:0], 0
 			}
 		}
 		a.write(buf, n)
+		clear(batch)
+		if closed {
+			return
+		}
 	}
 }
 
@@ -153,7 +200,8 @@ func (a *Audit) Close() error {
 	a.once.Do(func() {
 		a.mu.Lock()
 		a.closed = true
-		close(a.ch)
+		a.wakeLocked()
+		a.room.Broadcast()
 		a.mu.Unlock()
 		<-a.done
 		err = a.w.Close()

@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countingFile is an audit file that records its writes.
+type countingFile struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	block  chan struct{} // when set, each write waits for a receive
+}
+
+func (f *countingFile) Write(p []byte) (int, error) {
+	if f.block != nil {
+		<-f.block
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	return f.buf.Write(p)
+}
+
+func (f *countingFile) Close() error { return nil }
+
+func (f *countingFile) state() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes, bytes.Count(f.buf.Bytes(), []byte("\n"))
+}
+
+// TestAuditFlushesAlone: one record, and nothing after it, still reaches the
+// file without Close, through the timer the first record arms.
+func TestAuditFlushesAlone(t *testing.T) {
+	f := &countingFile{}
+	a := newAudit(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer a.Close()
+	a.Log(Record{Event: EventConnect})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, lines := f.state(); lines == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lone record did not reach the file in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// A second record after the writer went idle arms the timer again.
+	a.Log(Record{Event: EventDisconnect})
+	for {
+		if _, lines := f.state(); lines == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second record did not reach the file in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAuditBatches: records logged one after another, a little apart, are
+// written in a few batches, not one write (and one writer wake-up) each.
+func TestAuditBatches(t *testing.T) {
+	f := &countingFile{}
+	a := newAudit(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const n = 400
+	for range n {
+		a.Log(Record{Event: EventWrite, ServiceID: "t_s", Variables: []string{"v"}})
+		for t0 := time.Now(); time.Since(t0) < 50*time.Microsecond; {
+			// a request's worth of other work, without sleeping
+		}
+	}
+	a.Close()
+	writes, lines := f.state()
+	if lines != n {
+		t.Fatalf("%d records written, want %d", lines, n)
+	}
+	if writes > n/10 {
+		t.Fatalf("%d records took %d writes", n, writes)
+	}
+	t.Logf("%d records in %d writes", n, writes)
+}
+
+// TestAuditQueueBound: with the file stuck, Log blocks once the queue is
+// full instead of growing it or dropping records, and every record is
+// written once the file moves again.
+func TestAuditQueueBound(t *testing.T) {
+	f := &countingFile{block: make(chan struct{})}
+	a := newAudit(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logged := make(chan int, 1)
+	const n = 3 * auditQueueLength
+	go func() {
+		for i := range n {
+			a.Log(Record{Event: EventWrite, Bytes: i})
+		}
+		logged <- n
+	}()
+	// The writer takes at most one queue's worth and blocks writing it; Log
+	// can then fill one more queue and must wait.
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-logged:
+		t.Fatal("Log did not block with the file stuck and the queue full")
+	default:
+	}
+	a.mu.Lock()
+	q := len(a.q)
+	a.mu.Unlock()
+	if q > auditQueueLength {
+		t.Fatalf("queue holds %d records, bound %d", q, auditQueueLength)
+	}
+	close(f.block)
+	<-logged
+	a.Close()
+	if _, lines := f.state(); lines != n {
+		t.Fatalf("%d records written, want %d", lines, n)
+	}
+}
