@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,7 +82,7 @@ const (
 
 // OpenAudit opens (appending, mode 0600) the audit log at path.
 func OpenAudit(path string, log *slog.Logger) (*Audit, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := openAppend(path)
 	if err != nil {
 		return nil, fmt.Errorf("broker: audit log: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commy/commy/internal/paths"
 	"github.com/commy/commy/ipc"
 	"github.com/commy/commy/shm"
 )
@@ -160,7 +161,7 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.AuditLog == "" {
 		cfg.AuditLog = filepath.Join(cfg.DataDir, "audit.log")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := paths.MakeDir(cfg.DataDir, 0o700, os.Geteuid()); err != nil {
 		return nil, fmt.Errorf("broker: data directory: %w", err)
 	}
 	b := &Broker{
@@ -175,6 +176,11 @@ func New(cfg Config) (*Broker, error) {
 		b.latency = newLatency()
 	}
 	b.policy.Store(cfg.Policy)
+	if cfg.Backend == BackendFile {
+		if err := b.migrateTenants(); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	if b.audit, err = OpenAudit(cfg.AuditLog, b.log); err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -97,49 +96,96 @@ func (s *session) createTenant(m *ipc.CreateTenant) (ipc.Message, *os.File, erro
 	}
 	b := s.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.tenants[m.TenantID] != nil {
-		return nil, nil, fmt.Errorf("%w: tenant %s", ipc.ErrAlreadyExists, m.TenantID)
+	for t := b.tenants[m.TenantID]; t != nil; t = b.tenants[m.TenantID] {
+		if t.pending == nil {
+			b.mu.Unlock()
+			return nil, nil, fmt.Errorf("%w: tenant %s", ipc.ErrAlreadyExists, m.TenantID)
+		}
+		b.waitLocked(t.pending)
 	}
+	t := &tenant{id: m.TenantID, services: map[string]*service{}, pending: make(chan struct{})}
+	b.tenants[m.TenantID] = t
+	b.mu.Unlock()
+
+	var err error
 	if b.cfg.Backend == BackendFile {
-		if err := os.Mkdir(filepath.Join(b.cfg.DataDir, m.TenantID), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
+		if err = os.Mkdir(b.tenantDir(m.TenantID), 0o700); errors.Is(err, os.ErrExist) {
+			err = nil // left by a deletion that failed to remove it
 		}
 	}
-	t := &tenant{id: m.TenantID, services: map[string]*service{}}
-	b.storeTenant(t)
-	b.tenants[m.TenantID] = t
+	if err == nil {
+		b.storeTenant(t)
+	}
+	b.mu.Lock()
+	if err != nil {
+		delete(b.tenants, m.TenantID)
+	}
+	settleLocked(&t.pending)
+	b.mu.Unlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
+	}
 	s.auditf(Record{Event: EventAdmin, Request: "CreateTenant", Tenant: m.TenantID})
 	return &ipc.Tenant{TenantID: m.TenantID}, nil, nil
 }
 
+// deleteTenant needs admin on the whole tenant: a tenant-level grant, or
+// admin on every one of its services.
 func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, error) {
 	if err := validTenant(m.TenantID); err != nil {
 		return nil, nil, err
 	}
-	if err := s.need("DeleteTenant", RightAdmin, m.TenantID, ""); err != nil {
-		return nil, nil, err
+	p := s.b.policy.Load()
+	if !p.Any(s.caller, m.TenantID) {
+		return nil, nil, s.denied("DeleteTenant", RightAdmin, m.TenantID, "")
 	}
 	b := s.b
 	b.mu.Lock()
-	t := b.tenants[m.TenantID]
-	if t == nil {
-		b.mu.Unlock()
-		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+	var t *tenant
+	for {
+		t = b.tenants[m.TenantID]
+		if t == nil || t.pending != nil {
+			b.mu.Unlock()
+			if !p.TenantWide(s.caller, m.TenantID, RightAdmin, nil) {
+				return nil, nil, s.denied("DeleteTenant", RightAdmin, m.TenantID, "")
+			}
+			return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+		}
+		var busy chan struct{}
+		names := make([]string, 0, len(t.services))
+		for name, svc := range t.services {
+			if svc.pending != nil {
+				busy = svc.pending
+			}
+			names = append(names, name)
+		}
+		if busy == nil {
+			if !p.TenantWide(s.caller, m.TenantID, RightAdmin, names) {
+				b.mu.Unlock()
+				return nil, nil, s.denied("DeleteTenant", RightAdmin, m.TenantID, "")
+			}
+			break
+		}
+		b.waitLocked(busy)
 	}
-	delete(b.tenants, m.TenantID)
+	t.pending = make(chan struct{})
 	for _, svc := range t.services {
 		delete(b.services, svc.id)
 	}
 	b.mu.Unlock()
+
 	var errs []error
 	for _, svc := range t.services {
 		errs = append(errs, b.dropService(svc))
 	}
 	if b.cfg.Backend == BackendFile {
-		errs = append(errs, os.RemoveAll(filepath.Join(b.cfg.DataDir, m.TenantID)))
+		errs = append(errs, os.RemoveAll(b.tenantDir(m.TenantID)))
 	}
 	b.unstore(t.fdName)
+	b.mu.Lock()
+	delete(b.tenants, m.TenantID)
+	settleLocked(&t.pending)
+	b.mu.Unlock()
 	s.auditf(Record{Event: EventAdmin, Request: "DeleteTenant", Tenant: m.TenantID})
 	if err := errors.Join(errs...); err != nil {
 		b.log.Error("delete tenant: files left behind", "tenant", m.TenantID, "err", err)
@@ -150,8 +196,14 @@ func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, erro
 func (s *session) listTenants() (ipc.Message, *os.File, error) {
 	p := s.b.policy.Load()
 	s.b.mu.RLock()
-	ids := slices.Sorted(maps.Keys(s.b.tenants))
+	ids := make([]string, 0, len(s.b.tenants))
+	for id, t := range s.b.tenants {
+		if t.pending == nil {
+			ids = append(ids, id)
+		}
+	}
 	s.b.mu.RUnlock()
+	slices.Sort(ids)
 	out := make([]string, 0, len(ids))
 	for _, id := range ids {
 		if p.Any(s.caller, id) {
@@ -172,24 +224,51 @@ func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, er
 		return nil, nil, err
 	}
 	b := s.b
+	id := serviceID(m.TenantID, m.ServiceName)
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	t := b.tenants[m.TenantID]
-	if t == nil {
-		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+	var t *tenant
+	for {
+		t = b.tenants[m.TenantID]
+		if t == nil || t.pending != nil {
+			b.mu.Unlock()
+			return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
+		}
+		old := t.services[m.ServiceName]
+		if old == nil {
+			break
+		}
+		if old.pending == nil {
+			b.mu.Unlock()
+			return nil, nil, fmt.Errorf("%w: service %s/%s", ipc.ErrAlreadyExists, m.TenantID, m.ServiceName)
+		}
+		b.waitLocked(old.pending)
 	}
-	if t.services[m.ServiceName] != nil {
-		return nil, nil, fmt.Errorf("%w: service %s/%s", ipc.ErrAlreadyExists, m.TenantID, m.ServiceName)
-	}
-	f, err := b.createFile(m.TenantID, m.ServiceName)
-	if err != nil {
-		return nil, nil, shmErr(err, serviceID(m.TenantID, m.ServiceName))
-	}
-	svc := &service{id: serviceID(m.TenantID, m.ServiceName), tenant: m.TenantID, name: m.ServiceName, file: f, subs: map[*session]*subscription{}}
-	b.storeService(svc)
+	// Absent until it is settled: deleted keeps those who reach it through
+	// the tenant out, pending makes a request for the same name wait.
+	svc := &service{id: id, tenant: m.TenantID, name: m.ServiceName, deleted: true, subs: map[*session]*subscription{}, pending: make(chan struct{})}
 	t.services[svc.name] = svc
-	b.services[svc.id] = svc
-	b.watchFile(svc)
+	b.mu.Unlock()
+
+	f, err := b.createFile(m.TenantID, m.ServiceName)
+	if err == nil {
+		svc.file = f
+		b.storeService(svc)
+		b.watchFile(svc)
+	}
+	b.mu.Lock()
+	if err != nil {
+		delete(t.services, svc.name)
+	} else {
+		svc.mu.Lock()
+		svc.deleted = false
+		svc.mu.Unlock()
+		b.services[svc.id] = svc
+	}
+	settleLocked(&svc.pending)
+	b.mu.Unlock()
+	if err != nil {
+		return nil, nil, shmErr(err, id)
+	}
 	s.auditf(Record{Event: EventAdmin, Request: "CreateService", Tenant: m.TenantID, Service: m.ServiceName, ServiceID: svc.id})
 	return svcReply(svc), nil, nil
 }
@@ -199,22 +278,32 @@ func svcReply(svc *service) *ipc.Service {
 }
 
 func (s *session) getService(m *ipc.GetService) (ipc.Message, *os.File, error) {
-	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
+	svc, err := s.named("GetService", m.TenantID, m.ServiceName, RightRead)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := s.need("GetService", RightRead, svc.tenant, svc.name); err != nil {
 		return nil, nil, err
 	}
 	return svcReply(svc), nil, nil
 }
 
-func (s *session) deleteService(m *ipc.DeleteService) (ipc.Message, *os.File, error) {
-	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
-	if err != nil {
-		return nil, nil, err
+// named checks the caller's rights on a service named by tenant and name,
+// then looks it up: a caller without the right gets PERMISSION_DENIED
+// whether or not the service exists.
+func (s *session) named(req, tenant, name string, want Right) (*service, error) {
+	if err := validTenant(tenant); err != nil {
+		return nil, err
 	}
-	if err := s.need("DeleteService", RightCreate, svc.tenant, svc.name); err != nil {
+	if err := validName("service", name); err != nil {
+		return nil, err
+	}
+	if err := s.need(req, want, tenant, name); err != nil {
+		return nil, err
+	}
+	return s.b.lookupName(tenant, name)
+}
+
+func (s *session) deleteService(m *ipc.DeleteService) (ipc.Message, *os.File, error) {
+	svc, err := s.named("DeleteService", m.TenantID, m.ServiceName, RightCreate)
+	if err != nil {
 		return nil, nil, err
 	}
 	b := s.b
@@ -224,11 +313,16 @@ func (s *session) deleteService(m *ipc.DeleteService) (ipc.Message, *os.File, er
 		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
 	}
 	delete(b.services, svc.id)
-	delete(b.tenants[svc.tenant].services, svc.name)
+	svc.pending = make(chan struct{})
 	b.mu.Unlock()
 	if err := b.dropService(svc); err != nil {
 		b.log.Error("delete service: file left behind", "service", svc.id, "err", err)
 	}
+	b.mu.Lock()
+	// The tenant waits for its pending services before it goes.
+	delete(b.tenants[svc.tenant].services, svc.name)
+	settleLocked(&svc.pending)
+	b.mu.Unlock()
 	s.auditf(Record{Event: EventAdmin, Request: "DeleteService", Tenant: svc.tenant, Service: svc.name, ServiceID: svc.id})
 	return &ipc.Deleted{ServiceID: svc.id}, nil, nil
 }
@@ -267,20 +361,25 @@ func (s *session) listServices(m *ipc.ListServices) (ipc.Message, *os.File, erro
 		return nil, nil, err
 	}
 	p := s.b.policy.Load()
+	if !p.Any(s.caller, m.TenantID) {
+		return nil, nil, s.denied("ListServices", RightRead, m.TenantID, "")
+	}
 	s.b.mu.RLock()
 	t := s.b.tenants[m.TenantID]
+	if t != nil && t.pending != nil {
+		t = nil
+	}
 	var svcs []*service
 	if t != nil {
 		for _, name := range slices.Sorted(maps.Keys(t.services)) {
-			svcs = append(svcs, t.services[name])
+			if svc := t.services[name]; svc.pending == nil {
+				svcs = append(svcs, svc)
+			}
 		}
 	}
 	s.b.mu.RUnlock()
 	if t == nil {
 		return nil, nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, m.TenantID)
-	}
-	if !p.Any(s.caller, m.TenantID) {
-		return nil, nil, s.denied("ListServices", RightRead, m.TenantID, "")
 	}
 	out := &ipc.Services{TenantID: m.TenantID, Services: []ipc.ServiceInfo{}}
 	for _, svc := range svcs {
@@ -298,16 +397,18 @@ func (s *session) listServices(m *ipc.ListServices) (ipc.Message, *os.File, erro
 	return out, nil, nil
 }
 
-// service looks up a service by id and checks the caller's rights on it.
+// service checks the caller's rights on a service named by id, then looks
+// it up: a caller without the right gets PERMISSION_DENIED whether or not the
+// service exists.
 func (s *session) service(req, id string, want Right) (*service, error) {
-	svc, err := s.b.lookup(id)
+	tenant, name, err := splitServiceID(id)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.need(req, want, svc.tenant, svc.name); err != nil {
+	if err := s.need(req, want, tenant, name); err != nil {
 		return nil, err
 	}
-	return svc, nil
+	return s.b.lookup(id)
 }
 
 // variable checks a variable name and looks its service up for a request
@@ -433,11 +534,8 @@ func (s *session) listVariables(m *ipc.ListVariables) (ipc.Message, *os.File, er
 }
 
 func (s *session) filePath(m *ipc.GetServiceFilePath) (ipc.Message, *os.File, error) {
-	svc, err := s.b.lookupName(m.TenantID, m.ServiceName)
+	svc, err := s.named("GetServiceFilePath", m.TenantID, m.ServiceName, RightRead|RightMap)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := s.need("GetServiceFilePath", RightRead|RightMap, svc.tenant, svc.name); err != nil {
 		return nil, nil, err
 	}
 	if err := svc.rlock(); err != nil {
@@ -568,7 +666,7 @@ func (s *session) unsubscribe(m *ipc.Unsubscribe) (ipc.Message, *os.File, error)
 	delete(s.subs, m.ServiceID)
 	s.subMu.Unlock()
 	if svc == nil {
-		if _, err := s.b.lookup(m.ServiceID); err != nil {
+		if _, err := s.service("Unsubscribe", m.ServiceID, RightRead); err != nil {
 			return nil, nil, err
 		}
 	} else {

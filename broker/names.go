@@ -43,16 +43,22 @@ func validChars(s string, maxLen int, underscore bool) bool {
 // serviceID is how the protocol names a service.
 func serviceID(tenant, service string) string { return tenant + "_" + service }
 
-// validServiceID checks the shape of a service id; the broker then looks it up
-// as a whole, never by splitting it.
+// validServiceID checks the shape of a service id.
 func validServiceID(id string) error {
+	_, _, err := splitServiceID(id)
+	return err
+}
+
+// splitServiceID returns the tenant and service a service id names: a
+// tenant id never holds '_', so the first one separates them.
+func splitServiceID(id string) (tenant, service string, err error) {
 	for i := 0; i < len(id); i++ {
 		if id[i] == '_' {
 			if validTenant(id[:i]) == nil && validName("service", id[i+1:]) == nil {
-				return nil
+				return id[:i], id[i+1:], nil
 			}
 			break
 		}
 	}
-	return fmt.Errorf("%w: %q: want <tenant_id>_<service_name>", ipc.ErrInvalidServiceID, id)
+	return "", "", fmt.Errorf("%w: %q: want <tenant_id>_<service_name>", ipc.ErrInvalidServiceID, id)
 }

@@ -22,8 +22,11 @@ const (
 	RightMap                      // GetServiceFilePath (with read)
 	RightWrite                    // WriteVariable, ReportVariableChanges
 	RightCreate                   // CreateService, DeleteService, AllocateVariable, DeallocateVariable
-	RightAdmin                    // everything, and tenants and Stats when granted on every tenant
+	RightAdmin                    // everything; tenants with a tenant-level grant; Stats with a broker-wide one
 )
+
+// allRights is what root and the broker's user hold.
+const allRights = RightRead | RightMap | RightWrite | RightCreate | RightAdmin
 
 var rightNames = []struct {
 	r    Right
@@ -186,34 +189,55 @@ func resolveID(v any, lookup func(string) (string, error)) (uint32, error) {
 func (p *Policy) superuser(uid uint32) bool { return uid == 0 || uid == p.self }
 
 // Rights returns what the caller may do on a service of a tenant. An empty
-// service asks about the tenant itself; tenant "*" asks about everything.
+// service asks about the tenant itself: only tenant-level grants (services
+// "*") count there, so that a grant on some services never reaches the
+// whole tenant.
 func (p *Policy) Rights(c Caller, tenant, service string) Right {
 	if p.superuser(c.UID) {
-		return RightRead | RightMap | RightWrite | RightCreate | RightAdmin
+		return allRights
 	}
 	var r Right
 	for _, g := range p.grants {
 		if !p.applies(g, c) || !matchAny(g.tenants, tenant) {
 			continue
 		}
-		if service != "" && !matchAny(g.services, service) {
+		if service == "" && !contains(g.services, "*") || service != "" && !matchAny(g.services, service) {
 			continue
 		}
 		r |= g.rights
 	}
 	if r&RightAdmin != 0 {
-		r |= RightRead | RightMap | RightWrite | RightCreate
+		r |= allRights
 	}
 	return r
 }
 
-// GlobalAdmin reports whether the caller is admin on every tenant.
+// TenantWide reports whether the caller holds want on the whole tenant:
+// through a tenant-level grant, or on every one of its services, which the
+// caller names.
+func (p *Policy) TenantWide(c Caller, tenant string, want Right, services []string) bool {
+	if p.Rights(c, tenant, "")&want == want {
+		return true
+	}
+	if len(services) == 0 {
+		return false
+	}
+	for _, svc := range services {
+		if p.Rights(c, tenant, svc)&want != want {
+			return false
+		}
+	}
+	return true
+}
+
+// GlobalAdmin reports whether the caller holds a broker-wide grant: admin on
+// every tenant ("*") and every service ("*").
 func (p *Policy) GlobalAdmin(c Caller) bool {
 	if p.superuser(c.UID) {
 		return true
 	}
 	for _, g := range p.grants {
-		if g.rights&RightAdmin != 0 && p.applies(g, c) && contains(g.tenants, "*") {
+		if g.rights&RightAdmin != 0 && p.applies(g, c) && contains(g.tenants, "*") && contains(g.services, "*") {
 			return true
 		}
 	}

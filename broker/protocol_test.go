@@ -110,7 +110,7 @@ func TestReplyContents(t *testing.T) {
 	}
 	r.do(&ipc.CreateTenant{TenantID: "t1"})
 	svc := r.do(&ipc.CreateService{TenantID: "t1", ServiceName: "s.1"}).(*ipc.Service)
-	if svc.ServiceID != "t1_s.1" || svc.TenantID != "t1" || svc.ServiceName != "s.1" || svc.FilePath != filepath.Join(h.dataDir, "t1", "s.1.mem") {
+	if svc.ServiceID != "t1_s.1" || svc.TenantID != "t1" || svc.ServiceName != "s.1" || svc.FilePath != filepath.Join(h.dataDir, "tenants", "t1", "s.1.mem") {
 		t.Fatalf("service %#v", svc)
 	}
 	vd := r.do(&ipc.AllocateVariable{ServiceID: "t1_s.1", VariableName: "v", InitialData: []byte("hi")}).(*ipc.VariableData)

@@ -15,10 +15,16 @@ import (
 )
 
 // tenant holds services by name. Guarded by Broker.mu.
+//
+// A tenant or service that is being created or deleted stays in its map
+// with pending set, and counts as absent: a request for the same name waits
+// for pending to close, so that creation and deletion of one name are
+// linearizable while the file work runs without Broker.mu.
 type tenant struct {
 	id       string
 	services map[string]*service
-	fdName   string // in Config.FDStore, or ""
+	fdName   string        // in Config.FDStore, or ""
+	pending  chan struct{} // non-nil while being created or deleted
 }
 
 // service is one service and its file. mu guards the file: readers of the
@@ -30,8 +36,23 @@ type service struct {
 	mu      sync.RWMutex
 	file    *shm.File
 	fdName  string // in Config.FDStore, or ""
-	deleted bool
+	deleted bool   // also set while being created
 	subs    map[*session]*subscription
+
+	pending chan struct{} // guarded by Broker.mu; see tenant
+}
+
+// settleLocked ends a pending state: whoever waits for it tries again.
+func settleLocked(pending *chan struct{}) {
+	close(*pending)
+	*pending = nil
+}
+
+// waitLocked drops b.mu until pending closes, then takes it again.
+func (b *Broker) waitLocked(pending chan struct{}) {
+	b.mu.Unlock()
+	<-pending
+	b.mu.Lock()
 }
 
 // lock takes the service's lock for a change, failing if it was deleted.
@@ -56,9 +77,18 @@ func (svc *service) rlock() error {
 
 const memSuffix = ".mem"
 
+// tenantsDir holds a directory per tenant (file backend), apart from the
+// broker's own files such as the audit log.
+const tenantsDir = "tenants"
+
+// tenantDir is where the services of a tenant of the file backend live.
+func (b *Broker) tenantDir(tenant string) string {
+	return filepath.Join(b.cfg.DataDir, tenantsDir, tenant)
+}
+
 // storeFile is where a service of the file backend lives.
 func (b *Broker) storeFile(tenant, service string) string {
-	return filepath.Join(b.cfg.DataDir, tenant, service+memSuffix)
+	return filepath.Join(b.tenantDir(tenant), service+memSuffix)
 }
 
 // createFile makes the shared-memory file of a new service.
@@ -66,8 +96,7 @@ func (b *Broker) createFile(tenant, service string) (*shm.File, error) {
 	if b.cfg.Backend == BackendMemfd {
 		return shm.CreateMemfd(tenant, service, b.cfg.Service)
 	}
-	dir := filepath.Join(b.cfg.DataDir, tenant)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.Mkdir(b.tenantDir(tenant), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("%w: %w", ipc.ErrInternal, err)
 	}
 	return shm.Create(b.storeFile(tenant, service), tenant, service, b.cfg.Service)
@@ -81,7 +110,7 @@ func (b *Broker) recover() error {
 	if b.cfg.Backend != BackendFile {
 		return nil
 	}
-	ents, err := os.ReadDir(b.cfg.DataDir)
+	ents, err := os.ReadDir(filepath.Join(b.cfg.DataDir, tenantsDir))
 	if err != nil {
 		return fmt.Errorf("broker: recover: %w", err)
 	}
@@ -91,7 +120,7 @@ func (b *Broker) recover() error {
 		}
 		t := &tenant{id: te.Name(), services: map[string]*service{}}
 		b.tenants[t.id] = t
-		files, err := os.ReadDir(filepath.Join(b.cfg.DataDir, t.id))
+		files, err := os.ReadDir(b.tenantDir(t.id))
 		if err != nil {
 			b.log.Error("recover: cannot read tenant directory", "tenant", t.id, "err", err)
 			continue
@@ -149,11 +178,11 @@ func (b *Broker) lookupName(tenantID, name string) (*service, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	t := b.tenants[tenantID]
-	if t == nil {
+	if t == nil || t.pending != nil {
 		return nil, fmt.Errorf("%w: %s", ipc.ErrTenantNotFound, tenantID)
 	}
 	s := t.services[name]
-	if s == nil {
+	if s == nil || s.pending != nil {
 		return nil, fmt.Errorf("%w: %s/%s", ipc.ErrServiceNotFound, tenantID, name)
 	}
 	return s, nil

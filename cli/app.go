@@ -13,7 +13,7 @@ import (
 // App returns the commy command-line application.
 func App() *ucli.App {
 	app := &ucli.App{
-		Flags:   []ucli.Flag{socketFlag(), jsonFlag()},
+		Flags:   []ucli.Flag{socketFlag(), jsonFlag(), trustSocketFlag()},
 		Name:    "commy",
 		Usage:   "same-host IPC broker with a shared-memory fast path",
 		Version: versionString(),
@@ -42,6 +42,9 @@ func App() *ucli.App {
 	for _, cmd := range app.Commands {
 		if !cmd.Hidden && cmd.Name != "version" && cmd.Name != "completion" {
 			cmd.Flags = append(cmd.Flags, socketFlag())
+			if cmd.Name != "serve" {
+				cmd.Flags = append(cmd.Flags, trustSocketFlag())
+			}
 		}
 		if !slices.ContainsFunc(cmd.Flags, func(f ucli.Flag) bool { return slices.Contains(f.Names(), "json") }) {
 			cmd.Flags = append(cmd.Flags, jsonFlag()) // for errors, at least
@@ -60,6 +63,22 @@ func onUsageError(c *ucli.Context, err error, _ bool) error {
 // `commy --socket P get ...` and `commy get --socket P ...` work.
 func socketFlag() ucli.Flag {
 	return &ucli.StringFlag{Name: "socket", Aliases: []string{"s"}, Usage: "broker socket `PATH`", EnvVars: []string{paths.SocketEnv}, DefaultText: paths.SocketHelp}
+}
+
+// trustSocketFlag turns off the check that the socket belongs to root or
+// the caller, for set-ups where a broker runs as a third user.
+func trustSocketFlag() ucli.Flag {
+	return &ucli.BoolFlag{Name: "any-socket-owner", Usage: "dial the socket even when it belongs to a user other than root or you"}
+}
+
+// anySocketOwner reports whether --any-socket-owner was given at any level.
+func anySocketOwner(c *ucli.Context) bool {
+	for _, x := range c.Lineage() {
+		if x.Bool("any-socket-owner") {
+			return true
+		}
+	}
+	return false
 }
 
 // socketOf is the socket path for the command: --socket given on the

@@ -96,8 +96,8 @@ func TestEBPFAudit(t *testing.T) {
 	}
 	svc.Allocate(ctx, "v", []byte("x"), 0)
 	c.Close()
-	svcPath := filepath.Join(data, "acme", "orders.mem")
-	unrelated := filepath.Join(data, "acme", "unrelated.txt")
+	svcPath := filepath.Join(data, "tenants", "acme", "orders.mem")
+	unrelated := filepath.Join(data, "tenants", "acme", "unrelated.txt")
 	if err := os.WriteFile(unrelated, []byte("nothing to see"), 0o600); err != nil {
 		t.Fatal(err)
 	}

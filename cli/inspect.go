@@ -10,11 +10,13 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/paths"
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -31,6 +33,11 @@ func dial(c *ucli.Context) (*client.Client, error) {
 	}
 	if err := notSocket(path); err != nil {
 		return nil, err
+	}
+	// A socket that another user put in the way would see every request,
+	// values and all.
+	if err := paths.CheckSocket(path, os.Getuid()); errors.Is(err, paths.ErrInsecure) && !anySocketOwner(c) {
+		return nil, fmt.Errorf("%w (--any-socket-owner dials it anyway)", err)
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()

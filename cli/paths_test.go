@@ -79,3 +79,39 @@ func TestServeStartLog(t *testing.T) {
 		}
 	}
 }
+
+// TestDialChecksSocketOwner: the CLI refuses a socket that belongs to a user
+// other than root or the caller (someone who put their own broker in the
+// way), says why, and dials it with --any-socket-owner.
+func TestDialChecksSocketOwner(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := shortDir(t)
+	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil { // like /tmp
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	if err := os.Mkdir(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(run, testutil.Nobody, testutil.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(run, "s.sock")
+	cmd := testutil.Child(t, "commy", testutil.Nobody, testutil.Nobody)
+	cmd.Args = append(cmd.Args, "serve", "--socket", sock, "--data-dir", filepath.Join(run, "data"))
+	cmd.Env = cleanEnv()
+	p := startProc(t, cmd)
+	dialBroker(t, sock).Close()
+
+	code, _, stderr := commy(t, "--socket", sock, "tenants")
+	if code == 0 || !strings.Contains(stderr, "belongs to uid 65534") || !strings.Contains(stderr, "--any-socket-owner") {
+		t.Errorf("tenants on a socket of uid 65534: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr := commy(t, "tenants", "--any-socket-owner", "--socket", sock); code != 0 {
+		t.Errorf("with --any-socket-owner: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr := commy(t, "--socket", "/etc/passwd", "tenants"); code == 0 || !strings.Contains(stderr, "not a socket") {
+		t.Errorf("/etc/passwd: exit %d, stderr %q", code, stderr)
+	}
+	p.stop()
+}

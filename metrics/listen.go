@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/commy/commy/internal/paths"
 )
 
 var (
@@ -121,7 +123,7 @@ func (lc ListenConfig) listenUnix(path string) (net.Listener, error) {
 	if mode == 0 {
 		mode = DefaultSocketMode
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := paths.MakeDir(filepath.Dir(path), 0o755, os.Geteuid()); err != nil {
 		return nil, fmt.Errorf("metrics: socket directory: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"syscall"
 )
 
 // Options size a new service file.
@@ -67,7 +68,7 @@ type File struct {
 // Create makes a new service file at path (mode 0600, failing if it exists)
 // for the named tenant and service.
 func Create(path, tenant, service string, o Options) (*File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: %w", path, err)
 	}

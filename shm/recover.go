@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"syscall"
 )
 
 // Open opens an existing service file for the broker and repairs what a crash
@@ -18,7 +19,7 @@ import (
 // published but not announced. A file marked deleted fails with
 // ErrServiceDeleted: the broker died between marking and removing it.
 func Open(path string) (*File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0) // never a link someone put in its place
 	if err != nil {
 		return nil, fmt.Errorf("shm: open %s: %w", path, err)
 	}
