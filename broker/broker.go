@@ -77,6 +77,7 @@ type Config struct {
 	MaxBufferedPerUID      int64         // bytes in incomplete frames and unread replies; default DefaultMaxBufferedPerUID
 	MaxSubscriptionsPerUID int           // default DefaultMaxSubscriptionsPerUID
 	MaxFilterNamesPerUID   int           // variable names in subscription filters; default DefaultMaxFilterNamesPerUID
+	FDReserve              int           // descriptors kept for root's connections and GetServiceFilePath; default DefaultFDReserve
 
 	// MetricsTenants is how many tenants, the first by id, Collector labels
 	// by name; the others are summed under tenant="_other". Default
@@ -110,6 +111,8 @@ type Broker struct {
 
 	refusedLogged atomic.Int64 // the second a refusal was last logged
 	users         *users
+	quota         quotaState
+	fds           fdBudget
 
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
@@ -171,6 +174,7 @@ func New(cfg Config) (*Broker, error) {
 		probeFiles: map[fileKey]string{},
 	}
 	b.users = newUsers(userLimitsOf(cfg), uint32(os.Getuid()))
+	b.initFDs()
 	b.stats.init()
 	if cfg.Metrics {
 		b.latency = newLatency()
@@ -282,6 +286,16 @@ func (b *Broker) accept(uc *net.UnixConn) {
 	if b.closing {
 		b.smu.Unlock()
 		uc.Close()
+		return
+	}
+	who := fdConnection
+	if b.users.privileged(cred.UID) {
+		who = fdPrivileged
+	}
+	if err := b.fdRoom(len(b.sessions), who); err != nil {
+		b.smu.Unlock()
+		b.stats.fdRefused.Add(1)
+		b.refuseConn(uc, cred, err)
 		return
 	}
 	if limit := b.connectionLimit(cred.UID); len(b.sessions) >= limit {

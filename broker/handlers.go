@@ -186,6 +186,7 @@ func (s *session) deleteTenant(m *ipc.DeleteTenant) (ipc.Message, *os.File, erro
 	delete(b.tenants, m.TenantID)
 	settleLocked(&t.pending)
 	b.mu.Unlock()
+	b.forgetTenant(m.TenantID)
 	s.auditf(Record{Event: EventAdmin, Request: "DeleteTenant", Tenant: m.TenantID})
 	if err := errors.Join(errs...); err != nil {
 		b.log.Error("delete tenant: files left behind", "tenant", m.TenantID, "err", err)
@@ -243,6 +244,10 @@ func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, er
 		}
 		b.waitLocked(old.pending)
 	}
+	if err := b.checkCreate(m.TenantID); err != nil {
+		b.mu.Unlock()
+		return nil, nil, err
+	}
 	// Absent until it is settled: deleted keeps those who reach it through
 	// the tenant out, pending makes a request for the same name wait.
 	svc := &service{id: id, tenant: m.TenantID, name: m.ServiceName, deleted: true, subs: map[*session]*subscription{}, pending: make(chan struct{})}
@@ -252,8 +257,12 @@ func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, er
 	f, err := b.createFile(m.TenantID, m.ServiceName)
 	if err == nil {
 		svc.file = f
-		b.storeService(svc)
-		b.watchFile(svc)
+		if err = b.trackService(svc, false); err != nil {
+			f.Remove()
+		} else {
+			b.storeService(svc)
+			b.watchFile(svc)
+		}
 	}
 	b.mu.Lock()
 	if err != nil {
@@ -348,6 +357,7 @@ func (b *Broker) dropService(svc *service) error {
 		b.endSubscription(svc, sess)
 	}
 	svc.deleted = true
+	b.untrackService(svc)
 	fi, _ := svc.file.Stat()
 	path := svc.file.Path()
 	b.unstore(svc.fdName)
@@ -435,10 +445,16 @@ func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, erro
 	if err := svc.lock(); err != nil {
 		return nil, nil, err
 	}
+	if err := s.b.charge(svc.tenant, limitVariables, 1, false); err != nil {
+		svc.mu.Unlock()
+		return nil, nil, err
+	}
 	v, err := svc.file.Allocate(m.VariableName, m.InitialData, int(m.Capacity))
 	if err == nil {
 		svc.file.Changed()
 		s.b.notify(svc, s, []string{m.VariableName}, []uint64{v})
+	} else {
+		s.b.discharge(svc.tenant, limitVariables, 1)
 	}
 	svc.mu.Unlock()
 	if err != nil {
@@ -505,6 +521,7 @@ func (s *session) deallocate(m *ipc.DeallocateVariable) (ipc.Message, *os.File, 
 	}
 	err = svc.file.Deallocate(m.VariableName)
 	if err == nil {
+		s.b.discharge(svc.tenant, limitVariables, 1)
 		svc.file.Changed()
 		s.b.notify(svc, s, []string{m.VariableName}, []uint64{0})
 	}
@@ -547,6 +564,10 @@ func (s *session) filePath(m *ipc.GetServiceFilePath) (ipc.Message, *os.File, er
 		return nil, nil, fmt.Errorf("%w: %s: %w", ipc.ErrFileNotFound, svc.id, err)
 	}
 	fd, err := svc.file.OpenReadOnly()
+	if errors.Is(err, syscallEMFILE) || errors.Is(err, syscallENFILE) {
+		s.b.stats.fdRefused.Add(1)
+		return nil, nil, fmt.Errorf("%w: %s: the broker is out of descriptors: %w", ipc.ErrQuotaExceeded, limitDescriptors, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ipc.ErrFileNotFound, err)
 	}

@@ -209,6 +209,7 @@ func limitDefaults(cfg *Config) {
 	def(&cfg.ReservedConnections, DefaultReservedConnections)
 	def(&cfg.MaxSubscriptionsPerUID, DefaultMaxSubscriptionsPerUID)
 	def(&cfg.MaxFilterNamesPerUID, DefaultMaxFilterNamesPerUID)
+	def(&cfg.FDReserve, DefaultFDReserve)
 	switch {
 	case cfg.MaxBufferedPerUID == 0:
 		cfg.MaxBufferedPerUID = DefaultMaxBufferedPerUID

@@ -44,7 +44,15 @@ type stepResult struct {
 // "initial_data" and in "new_values" become byte strings.
 func scriptChild() int {
 	var steps []map[string]any
-	if err := json.Unmarshal([]byte(os.Getenv("COMMY_SCRIPT")), &steps); err != nil {
+	script := []byte(os.Getenv("COMMY_SCRIPT"))
+	if name := os.Getenv("COMMY_SCRIPT_FILE"); name != "" {
+		var err error
+		if script, err = os.ReadFile(name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
+	if err := json.Unmarshal(script, &steps); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
@@ -57,6 +65,9 @@ func scriptChild() int {
 	var out []stepResult
 	for i, st := range append([]map[string]any{{"type": "Hello", "protocol": 1}}, steps...) {
 		st["id"] = uint64(i + 1)
+		if c, ok := st["capacity"].(float64); ok {
+			st["capacity"] = uint64(c)
+		}
 		for _, k := range []string{"data", "initial_data"} {
 			if s, ok := st[k].(string); ok {
 				st[k] = []byte(s)
@@ -119,7 +130,21 @@ func scriptChild() int {
 func runScript(t *testing.T, h *harness, uid, gid int, steps ...map[string]any) []stepResult {
 	t.Helper()
 	script, _ := json.Marshal(steps)
-	cmd := testutil.Child(t, "script", uid, gid, "COMMY_SOCK="+h.sock, "COMMY_SCRIPT="+string(script))
+	env := "COMMY_SCRIPT=" + string(script)
+	if len(script) > 64<<10 { // past what one environment string may hold
+		dir, err := os.MkdirTemp("", "commy-script")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		name := filepath.Join(dir, "script.json")
+		if err := os.WriteFile(name, script, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755) // the child's uid reads it
+		env = "COMMY_SCRIPT_FILE=" + name
+	}
+	cmd := testutil.Child(t, "script", uid, gid, "COMMY_SOCK="+h.sock, env)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -53,6 +53,7 @@ var ErrPolicy = errors.New("broker: bad policy")
 type Policy struct {
 	grants []grant
 	self   uint32
+	quotas *Quotas // nil: DefaultQuotas
 
 	mu     sync.Mutex
 	groups map[uint32][]uint32 // supplementary groups by uid, cached
@@ -74,6 +75,7 @@ type policyFile struct {
 		Services []string `toml:"services"`
 		Rights   []string `toml:"rights"`
 	} `toml:"grant"`
+	Limits limitsFile `toml:"limits"`
 }
 
 // DefaultPolicy is the policy without a file.
@@ -98,6 +100,11 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
 	}
 	p := DefaultPolicy()
+	q, err := pf.Limits.quotas()
+	if err != nil {
+		return nil, err
+	}
+	p.quotas = &q
 	for i, g := range pf.Grant {
 		ng := grant{uids: map[uint32]bool{}, gids: map[uint32]bool{}, tenants: g.Tenants, services: g.Services}
 		where := fmt.Sprintf("grant %d", i+1)

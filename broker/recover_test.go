@@ -19,9 +19,9 @@ import (
 )
 
 // startChild runs a broker process (serveChild) and waits until it listens.
-func startChild(t *testing.T, sock, data string) *exec.Cmd {
+func startChild(t *testing.T, sock, data string, env ...string) *exec.Cmd {
 	t.Helper()
-	cmd := testutil.Child(t, "serve", -1, -1, "COMMY_SOCK="+sock, "COMMY_DATA="+data)
+	cmd := testutil.Child(t, "serve", -1, -1, append([]string{"COMMY_SOCK=" + sock, "COMMY_DATA=" + data}, env...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/commy/commy/broker"
@@ -11,8 +12,25 @@ import (
 
 // serveChild runs a broker on COMMY_SOCK with data in COMMY_DATA until
 // SIGTERM, for tests that kill or restart a broker process.
+// COMMY_POLICY is a policy's text, COMMY_NOFILE a descriptor limit (soft and
+// hard) to run under.
 func serveChild() int {
-	b, err := broker.New(broker.Config{DataDir: os.Getenv("COMMY_DATA")})
+	cfg := broker.Config{DataDir: os.Getenv("COMMY_DATA")}
+	if src := os.Getenv("COMMY_POLICY"); src != "" {
+		p, err := broker.ParsePolicy([]byte(src))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		cfg.Policy = p
+	}
+	if n, err := strconv.ParseUint(os.Getenv("COMMY_NOFILE"), 10, 64); err == nil {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
+	b, err := broker.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -144,6 +144,7 @@ func (b *Broker) recover() error {
 				continue
 			}
 			s := &service{id: serviceID(t.id, name), tenant: t.id, name: name, file: f, subs: map[*session]*subscription{}}
+			b.trackService(s, true)
 			t.services[name] = s
 			b.services[s.id] = s
 			b.watchFile(s)
@@ -194,6 +195,8 @@ func shmErr(err error, what string) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ipc.ErrQuotaExceeded):
+		return err
 	case errors.Is(err, shm.ErrNotFound):
 		return fmt.Errorf("%w: %s", ipc.ErrVariableNotFound, what)
 	case errors.Is(err, shm.ErrExists):

@@ -37,6 +37,7 @@ type counters struct {
 	reloadFailing atomic.Bool               // the last reload failed
 	recoverErrors atomic.Uint64
 	probeEvents   atomic.Uint64
+	fdRefused     atomic.Uint64 // connections and services refused to keep the descriptor reserve
 }
 
 // auditEvents are the events the audit log records.

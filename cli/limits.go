@@ -14,6 +14,7 @@ func limitFlags() []ucli.Flag {
 		&ucli.IntFlag{Name: "reserved-connections", Value: broker.DefaultReservedConnections, Usage: "of --max-connections, how many only root and the broker's uid may use"},
 		&ucli.Int64Flag{Name: "max-buffered-per-uid", Value: broker.DefaultMaxBufferedPerUID, Usage: "`BYTES` one uid may have buffered in incomplete requests and unread replies (-1: none)"},
 		&ucli.IntFlag{Name: "max-subscriptions-per-uid", Value: broker.DefaultMaxSubscriptionsPerUID, Usage: "subscriptions one uid may hold (-1: none)"},
+		&ucli.IntFlag{Name: "fd-reserve", Value: broker.DefaultFDReserve, Usage: "descriptors new services may not take: kept for connections (half), root's connections and files passed by GetServiceFilePath"},
 		&ucli.IntFlag{Name: "max-filter-names-per-uid", Value: broker.DefaultMaxFilterNamesPerUID, Usage: "variable names one uid may hold in subscription filters (-1: none)"},
 	}
 }
@@ -27,4 +28,5 @@ func limitConfig(c *ucli.Context, cfg *broker.Config) {
 	cfg.MaxBufferedPerUID = c.Int64("max-buffered-per-uid")
 	cfg.MaxSubscriptionsPerUID = c.Int("max-subscriptions-per-uid")
 	cfg.MaxFilterNamesPerUID = c.Int("max-filter-names-per-uid")
+	cfg.FDReserve = c.Int("fd-reserve")
 }

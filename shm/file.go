@@ -60,10 +60,20 @@ type File struct {
 	index   map[string]int
 	free    freeList
 	fence   fence
+	charge  GrowFunc
 
 	damaged  error       // sticky: the first corruption found at run time
 	onDamage func(error) // see OnDamage
 }
+
+// GrowFunc is asked before a File grows by n bytes; an error stops the
+// growth and is returned by the call that needed it. It is called with -n to
+// give back a growth that then failed.
+type GrowFunc func(n int64) error
+
+// SetGrowFunc makes every growth of the file ask fn first (nil: none). It
+// needs exclusive access, like the other changes.
+func (f *File) SetGrowFunc(fn GrowFunc) { f.charge = fn }
 
 // Create makes a new service file at path (mode 0600, failing if it exists)
 // for the named tenant and service.
@@ -605,7 +615,20 @@ func (f *File) grow(end uint64) error {
 	if ns > f.max {
 		ns = f.max
 	}
+	if f.charge != nil {
+		err := f.charge(int64(ns - f.size))
+		if err != nil && alignPage(end) < ns {
+			ns = min(alignPage(end), f.max) // no room to double: take only what is needed
+			err = f.charge(int64(ns - f.size))
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if err := reserve(f.f, f.size, ns-f.size); err != nil {
+		if f.charge != nil {
+			f.charge(-int64(ns - f.size))
+		}
 		return err
 	}
 	f.size = ns
