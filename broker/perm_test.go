@@ -18,9 +18,10 @@ import (
 )
 
 var children = testutil.Children{
-	"script": scriptChild,
-	"serve":  serveChild,
-	"attack": attackChild,
+	"script":  scriptChild,
+	"serve":   serveChild,
+	"connect": connectChild,
+	"attack":  attackChild,
 }
 
 func mustRawFrame(v any) []byte {

@@ -271,7 +271,11 @@ func (p *Policy) applies(g grant, c Caller) bool {
 	if len(g.gids) == 0 {
 		return false
 	}
-	for _, gid := range p.supplementary(c.UID) {
+	groups := c.Groups
+	if !c.groupsKnown {
+		groups = p.supplementary(c.UID)
+	}
+	for _, gid := range groups {
 		if g.gids[gid] {
 			return true
 		}
@@ -279,7 +283,8 @@ func (p *Policy) applies(g grant, c Caller) bool {
 	return false
 }
 
-// supplementary returns the groups the user database lists for uid.
+// supplementary returns the groups the user database lists for uid: the
+// fallback for kernels without SO_PEERGROUPS.
 func (p *Policy) supplementary(uid uint32) []uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()

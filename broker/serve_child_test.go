@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -48,5 +49,18 @@ func serveChild() int {
 	}()
 	fmt.Println("ready")
 	b.Serve(l)
+	return 0
+}
+
+// connectChild connects to COMMY_SOCK, prints its pid and exits without a
+// word, for tests of what the broker learns about a peer that is gone.
+func connectChild() int {
+	c, err := net.Dial("unix", os.Getenv("COMMY_SOCK"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Println(os.Getpid())
+	c.Close()
 	return 0
 }

@@ -14,13 +14,28 @@ import (
 )
 
 // Caller is who is at the other end of a connection, as the kernel reported it
-// at accept (SO_PEERCRED).
+// at accept (SO_PEERCRED, SO_PEERGROUPS).
 type Caller struct {
 	ClientID uint64
 	PID      int32
 	UID, GID uint32
-	Exe      string
-	Name     string // client_name from Hello, as the client claims it
+	Groups   []uint32 // supplementary groups at connect(2), when the kernel says
+	Exe      string   // advisory: see peerExe
+	Name     string   // client_name from Hello, as the client claims it
+
+	groupsKnown bool // Groups came from the kernel; else the user database decides
+}
+
+// peerExe is the executable of the process pid, read from /proc after
+// accept. It is advisory: a process may execve(2) after connect(2). With a
+// pidfd of the peer (SO_PEERPIDFD) it is "" when the process exited before
+// it was read, since its pid may then name another process.
+func peerExe(pid int32, pidfd *os.File) string {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
+	if err != nil || pidfd != nil && !ipc.PidfdAlive(pidfd) {
+		return ""
+	}
+	return exe
 }
 
 // session serves one connection. Its reader goroutine decodes requests,
@@ -79,7 +94,20 @@ func (s *session) serve() {
 	defer s.releaseReplies()
 	defer conn.ReleaseFDs()
 	s.caller = Caller{ClientID: s.b.nextID.Add(1), PID: cred.PID, UID: cred.UID, GID: cred.GID}
-	s.caller.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(int(cred.PID)) + "/exe")
+	s.caller.Groups, err = ipc.PeerGroups(s.uc)
+	s.caller.groupsKnown = err == nil
+	if err != nil && !errors.Is(err, ipc.ErrNotSupported) {
+		s.b.log.Error("connection dropped: no peer groups", "err", err)
+		return
+	}
+	switch pidfd, err := ipc.PeerPidfd(s.uc); {
+	case err == nil:
+		s.caller.Exe = peerExe(cred.PID, pidfd)
+		pidfd.Close()
+	case errors.Is(err, ipc.ErrNotSupported):
+		s.caller.Exe = peerExe(cred.PID, nil)
+	default: // ESRCH: gone already, and its pid may be another's
+	}
 	s.b.stats.connections.Add(1)
 	s.b.stats.accepted.Add(1)
 	defer s.b.stats.connections.Add(-1)
