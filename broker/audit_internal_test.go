@@ -123,3 +123,37 @@ func TestAuditQueueBound(t *testing.T) {
 		t.Fatalf("%d records written, want %d", lines, n)
 	}
 }
+
+// bufWriter records the first byte's address of every buffer written.
+type bufWriter struct {
+	mu    sync.Mutex
+	addrs []*byte
+	wrote chan struct{}
+}
+
+func (w *bufWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.addrs = append(w.addrs, &p[0])
+	w.mu.Unlock()
+	w.wrote <- struct{}{}
+	return len(p), nil
+}
+
+func (w *bufWriter) Close() error { return nil }
+
+// TestAuditReusesBuffer: the audit writer encodes every batch into the same
+// buffer (it was shadowed inside the loop, so each batch allocated anew).
+func TestAuditReusesBuffer(t *testing.T) {
+	w := &bufWriter{wrote: make(chan struct{}, 1)}
+	a := newAudit(w, slog.New(slog.DiscardHandler))
+	for i := 0; i < 5; i++ {
+		a.Log(Record{Event: EventConnect, ClientID: uint64(i + 1)}) // the same length
+		<-w.wrote                                                   // one record per batch
+	}
+	a.Close()
+	for i, p := range w.addrs[1:] {
+		if p != w.addrs[0] {
+			t.Fatalf("batch %d written from a new buffer", i+1)
+		}
+	}
+}

@@ -193,6 +193,7 @@ func (b *Broker) restoreService(fd StoredFD, tenantOf func(string) *tenant) {
 	}
 	svc := &service{id: serviceID(tn, sn), tenant: tn, name: sn, file: f, subs: map[*session]*subscription{}}
 	b.trackService(svc, true)
+	b.quarantineOnDamage(svc)
 	b.storeService(svc)
 	if svc.fdName != "" {
 		b.unstore(fd.Name)

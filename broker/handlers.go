@@ -260,6 +260,7 @@ func (s *session) createService(m *ipc.CreateService) (ipc.Message, *os.File, er
 		if err = b.trackService(svc, false); err != nil {
 			f.Remove()
 		} else {
+			b.quarantineOnDamage(svc)
 			b.storeService(svc)
 			b.watchFile(svc)
 		}
@@ -358,6 +359,7 @@ func (b *Broker) dropService(svc *service) error {
 	}
 	svc.deleted = true
 	b.untrackService(svc)
+	svc.file.MarkDeleted() // mapped readers stop and waiters wake
 	fi, _ := svc.file.Stat()
 	path := svc.file.Path()
 	b.unstore(svc.fdName)
@@ -589,10 +591,15 @@ func (s *session) report(m *ipc.ReportVariableChanges) (ipc.Message, *os.File, e
 	names := make([]string, len(m.NewValues))
 	values := make([][]byte, len(m.NewValues))
 	bytes := 0
+	seen := make(map[string]bool, len(m.NewValues))
 	for i, nv := range m.NewValues {
 		if err := validName("variable", nv.Name); err != nil {
 			return nil, nil, err
 		}
+		if seen[nv.Name] {
+			return nil, nil, fmt.Errorf("%w: %q has two new values", ipc.ErrInvalidRequest, nv.Name)
+		}
+		seen[nv.Name] = true
 		if nv.Value == nil {
 			return nil, nil, fmt.Errorf("%w: no value for %q", ipc.ErrInvalidRequest, nv.Name)
 		}

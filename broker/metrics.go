@@ -92,6 +92,8 @@ var (
 		"Whether the last policy reload succeeded (1) or failed and the previous policy is still in place (0).", nil, nil)
 	descRecover = prometheus.NewDesc("commy_recover_errors_total",
 		"Service files skipped at start because they could not be used.", nil, nil)
+	descDamaged = prometheus.NewDesc("commy_service_files_damaged_total",
+		"Service files found damaged at run time; their services are quarantined (SERVICE_DAMAGED).", nil, nil)
 	descProbe = prometheus.NewDesc("commy_probe_active",
 		"Whether the eBPF file-access probe is running (1), with the kernel function it is attached to.", []string{"attach_point"}, nil)
 	descProbeEvents = prometheus.NewDesc("commy_probe_events_total",
@@ -103,7 +105,7 @@ var (
 var allDescs = []*prometheus.Desc{
 	descConnections, descAccepted, descRejected, descRequests, descErrors, descBytesIn, descBytesOut,
 	descNoticesSent, descNoticesMerged, descTenants, descServices, descVariables, descFileBytes,
-	descAudit, descAuditErrors, descReloads, descReloadOK, descRecover, descProbe, descProbeEvents, descProbeLost,
+	descAudit, descAuditErrors, descReloads, descReloadOK, descRecover, descDamaged, descProbe, descProbeEvents, descProbeLost,
 }
 
 // Collector returns a Prometheus collector of the broker's figures, read
@@ -177,6 +179,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descReloadOK, ok)
 	counter(descRecover, st.recoverErrors.Load())
+	counter(descDamaged, st.damaged.Load())
 
 	var ps ProbeStatus
 	active := 0.0

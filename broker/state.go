@@ -55,24 +55,46 @@ func (b *Broker) waitLocked(pending chan struct{}) {
 	b.mu.Lock()
 }
 
-// lock takes the service's lock for a change, failing if it was deleted.
+// lock takes the service's lock for a change, failing if it was deleted or
+// quarantined.
 func (svc *service) lock() error {
 	svc.mu.Lock()
-	if svc.deleted {
+	if err := svc.usableLocked(); err != nil {
 		svc.mu.Unlock()
-		return fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+		return err
 	}
 	return nil
 }
 
-// rlock takes the service's lock for reading, failing if it was deleted.
+// rlock takes the service's lock for reading, failing if it was deleted or
+// quarantined.
 func (svc *service) rlock() error {
 	svc.mu.RLock()
-	if svc.deleted {
+	if err := svc.usableLocked(); err != nil {
 		svc.mu.RUnlock()
-		return fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+		return err
 	}
 	return nil
+}
+
+func (svc *service) usableLocked() error {
+	switch {
+	case svc.deleted:
+		return fmt.Errorf("%w: %s", ipc.ErrServiceNotFound, svc.id)
+	case svc.file.Damaged() != nil:
+		return fmt.Errorf("%w: %s: %w", ipc.ErrServiceDamaged, svc.id, svc.file.Damaged())
+	}
+	return nil
+}
+
+// quarantineOnDamage makes the first corruption found in svc's file at run
+// time quarantine the service (lock and rlock then fail with
+// SERVICE_DAMAGED), logged and counted once. Other services carry on.
+func (b *Broker) quarantineOnDamage(svc *service) {
+	svc.file.OnDamage(func(err error) {
+		b.log.Error("service file damaged: service quarantined", "service", svc.id, "path", svc.file.Path(), "err", err)
+		b.stats.damaged.Add(1)
+	})
 }
 
 const memSuffix = ".mem"
@@ -132,6 +154,16 @@ func (b *Broker) recover() error {
 			}
 			path := b.storeFile(t.id, name)
 			f, err := shm.Open(path)
+			if errors.Is(err, shm.ErrServiceDeleted) {
+				// The broker died between marking the service deleted and
+				// removing its file: finish the deletion.
+				b.log.Info("recover: removing the file of a deleted service", "path", path)
+				if err := os.Remove(path); err != nil {
+					b.log.Error("recover: cannot remove the file of a deleted service", "path", path, "err", err)
+					b.stats.recoverErrors.Add(1)
+				}
+				continue
+			}
 			if err != nil {
 				b.log.Error("recover: service file skipped", "path", path, "err", err)
 				b.stats.recoverErrors.Add(1)
@@ -147,6 +179,7 @@ func (b *Broker) recover() error {
 			b.trackService(s, true)
 			t.services[name] = s
 			b.services[s.id] = s
+			b.quarantineOnDamage(s)
 			b.watchFile(s)
 		}
 		b.log.Info("recovered tenant", "tenant", t.id, "services", len(t.services))
@@ -209,6 +242,8 @@ func shmErr(err error, what string) error {
 		return fmt.Errorf("%w: %w", ipc.ErrInvalidName, err)
 	case errors.Is(err, shm.ErrClosed):
 		return fmt.Errorf("%w: service deleted", ipc.ErrServiceNotFound)
+	case errors.Is(err, shm.ErrCorrupt):
+		return fmt.Errorf("%w: %w", ipc.ErrServiceDamaged, err)
 	}
 	return fmt.Errorf("%w: %w", ipc.ErrInternal, err)
 }

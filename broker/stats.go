@@ -36,6 +36,7 @@ type counters struct {
 	reloadErrors  atomic.Uint64             // reloads that failed, keeping the old policy
 	reloadFailing atomic.Bool               // the last reload failed
 	recoverErrors atomic.Uint64
+	damaged       atomic.Uint64 // service files quarantined at run time
 	probeEvents   atomic.Uint64
 	fdRefused     atomic.Uint64 // connections and services refused to keep the descriptor reserve
 }

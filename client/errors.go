@@ -28,6 +28,7 @@ var (
 	ErrValueTooLarge      = ipc.ErrValueTooLarge
 	ErrNoSpace            = ipc.ErrNoSpace
 	ErrQuotaExceeded      = ipc.ErrQuotaExceeded
+	ErrServiceDamaged     = ipc.ErrServiceDamaged
 	ErrInternal           = ipc.ErrInternal
 )
 

@@ -16,6 +16,8 @@ func TestMappedReadErrors(t *testing.T) {
 		{fmt.Errorf("x: %w", shm.ErrCorrupt), ErrCorrupt},
 		{shm.ErrNotFound, ErrVariableNotFound},
 		{shm.ErrClosed, ErrClosed},
+		{shm.ErrServiceDeleted, ErrServiceDeleted},
+		{shm.ErrServiceDeleted, ErrServiceNotFound},
 	} {
 		got := shmErr(tc.in, "v")
 		if !errors.Is(got, tc.want) {

@@ -71,7 +71,9 @@ type Conn struct {
 	iov        unix.Iovec
 	r, w       int
 	oob        []byte
+	fdMu       sync.Mutex // guards fds and fdsClosed: Close may run on any goroutine
 	fds        []int
+	fdsClosed  bool
 	readFn     func(uintptr) bool
 	rn         int
 	rflags     int
@@ -402,8 +404,15 @@ func (c *Conn) takeRights(oob []byte, flags int) error {
 		err = ErrTruncatedFDs
 	case len(got) > 0 && !c.allowFDs:
 		err = ErrUnexpectedFD
+	}
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
+	switch {
+	case err != nil:
 	case len(c.fds)+len(got) > maxQueuedFDs:
 		err = ErrTooManyFDs
+	case c.fdsClosed: // a read that raced Close
+		err = ErrClosed
 	}
 	if err != nil {
 		for _, fd := range got {
@@ -419,6 +428,8 @@ func (c *Conn) takeRights(oob []byte, flags int) error {
 // arrive no later than the bytes of the frame they travel with, so a reader
 // that takes one for each frame that carries one gets them in order.
 func (c *Conn) TakeFD() (*os.File, bool) {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
 	if len(c.fds) == 0 {
 		return nil, false
 	}
@@ -507,15 +518,20 @@ func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.uc.Close()
+		c.ReleaseFDs()
 	})
 	return c.closeErr
 }
 
-// ReleaseFDs closes received descriptors nobody took. Call it from the
-// reading goroutine after the last read.
+// ReleaseFDs closes received descriptors nobody took, and any received from
+// now on. Close does it too; it is safe to call more than once, from any
+// goroutine.
 func (c *Conn) ReleaseFDs() {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
 	for _, fd := range c.fds {
 		unix.Close(fd)
 	}
 	c.fds = nil
+	c.fdsClosed = true
 }

@@ -24,6 +24,7 @@ var (
 	ErrValueTooLarge      = errors.New("value too large")
 	ErrNoSpace            = errors.New("no space")
 	ErrQuotaExceeded      = errors.New("quota exceeded")
+	ErrServiceDamaged     = errors.New("service damaged")
 	ErrInternal           = errors.New("internal error")
 )
 
@@ -48,6 +49,7 @@ var codes = []struct {
 	{"VALUE_TOO_LARGE", ErrValueTooLarge},
 	{"NO_SPACE", ErrNoSpace},
 	{"QUOTA_EXCEEDED", ErrQuotaExceeded},
+	{"SERVICE_DAMAGED", ErrServiceDamaged},
 	{"INTERNAL_ERROR", ErrInternal},
 }
 

@@ -199,7 +199,7 @@ func TestErrorCodes(t *testing.T) {
 	if CodeOf(syscall.EIO) != "INTERNAL_ERROR" || ErrorOf("NOPE") != nil {
 		t.Error("unknown errors")
 	}
-	if len(Codes()) != 17 {
+	if len(Codes()) != 18 {
 		t.Errorf("%d codes", len(Codes()))
 	}
 }
@@ -250,5 +250,52 @@ func TestFramingAllocs(t *testing.T) {
 	enc.Frame(m)
 	if got := testing.AllocsPerRun(100, func() { enc.Frame(m) }); got != 0 {
 		t.Errorf("Encoder.Frame: %v allocations", got)
+	}
+}
+
+// TestCloseClosesReceivedFDs: Close closes descriptors received and not
+// taken, as its doc says, without ReleaseFDs; one received after Close (a
+// read racing it) is closed too.
+func TestCloseClosesReceivedFDs(t *testing.T) {
+	a, b := pair(t, 0, true)
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	// open counts this process's descriptors of f's inode.
+	open := func() int {
+		n := 0
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			var s unix.Stat_t
+			if unix.Stat("/proc/self/fd/"+e.Name(), &s) == nil && s.Ino == st.Ino && s.Dev == st.Dev {
+				n++
+			}
+		}
+		return n
+	}
+	frame, _ := EncodeFrame(&Heartbeat{Header: Header{ID: 1}})
+	for i := 0; i < 2; i++ {
+		if err := a.WriteFrame(frame, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 2 {
+		t.Fatalf("%d descriptors of the file after receiving one", n)
+	}
+	b.Close()
+	if n := open(); n != 1 {
+		t.Fatalf("%d descriptors of the file after Close, want only the sender's", n)
+	}
+	if _, ok := b.TakeFD(); ok {
+		t.Fatal("TakeFD after Close returned a descriptor")
 	}
 }

@@ -558,9 +558,11 @@ func (f *File) write(idx int, data []byte) (uint64, error) {
 // change count and the change sequence, and wakes every process waiting on
 // the sequence's futex (Mapping.Wait).
 func (f *File) Changed() {
-	if f.mem == nil {
+	if f.usable() != nil {
 		return
 	}
+	var err error // a fault marks the file damaged; the caller learns it next time
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	u64(f.mem, offChangeCount).Add(1)
 	f.wake()
 }
@@ -580,6 +582,8 @@ func (f *File) MarkDeleted() {
 	if f.mem == nil {
 		return
 	}
+	var err error
+	defer f.guard(debug.SetPanicOnFault(true), &err)
 	u32(f.mem, offFlags).Or(flagDeleted) // release, before the wake
 	f.wake()
 }
