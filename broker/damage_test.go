@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,7 +102,11 @@ func TestDamagedServiceQuarantined(t *testing.T) {
 					}
 				}
 			}
-			d.do(t, filepath.Join(h.dataDir, "acme", "bad.mem"))
+			sp, ok := r.do(&ipc.GetService{TenantID: "acme", ServiceName: "bad"}).(*ipc.Service)
+			if !ok {
+				t.Fatal("GetService failed")
+			}
+			d.do(t, sp.FilePath)
 			if rep := r.do(&ipc.WriteVariable{ServiceID: "acme_bad", VariableName: "v", Data: []byte("1")}); code(rep) != "SERVICE_DAMAGED" {
 				t.Fatalf("write to the damaged service: %v", rep)
 			}
@@ -194,22 +197,25 @@ func TestDeleteServiceMapped(t *testing.T) {
 // TestRecoverDeletedMark: a file marked deleted by a broker that died before
 // removing it is removed at the next start, not served again.
 func TestRecoverDeletedMark(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "acme"), 0o700); err != nil {
-		t.Fatal(err)
+	h := start(t, broker.Config{})
+	r := h.raw(t, true)
+	r.do(&ipc.CreateTenant{TenantID: "acme"})
+	sp, ok := r.do(&ipc.CreateService{TenantID: "acme", ServiceName: "svc"}).(*ipc.Service)
+	if !ok {
+		t.Fatal("CreateService failed")
 	}
-	path := filepath.Join(dir, "acme", "svc.mem")
-	f, err := shm.Create(path, "acme", "svc", shm.Options{})
+	h.stop(t)
+	f, err := shm.Open(sp.FilePath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.MarkDeleted()
+	f.MarkDeleted() // and the broker dies before removing the file
 	f.Close()
-	h := start(t, broker.Config{DataDir: dir})
-	if rep := h.raw(t, true).do(&ipc.GetService{TenantID: "acme", ServiceName: "svc"}); code(rep) != "SERVICE_NOT_FOUND" {
+	h2 := startIn(t, broker.Config{DataDir: h.dataDir}, h.sock+"2")
+	if rep := h2.raw(t, true).do(&ipc.GetService{TenantID: "acme", ServiceName: "svc"}); code(rep) != "SERVICE_NOT_FOUND" {
 		t.Fatalf("a service marked deleted came back: %v", rep)
 	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(sp.FilePath); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("its file: %v", err)
 	}
 }

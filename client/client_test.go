@@ -92,6 +92,7 @@ func TestTypedErrors(t *testing.T) {
 		"VARIABLE_NOT_FOUND": client.ErrVariableNotFound, "FILE_NOT_FOUND": client.ErrFileNotFound,
 		"ALREADY_EXISTS": client.ErrAlreadyExists, "VALUE_TOO_LARGE": client.ErrValueTooLarge,
 		"NO_SPACE": client.ErrNoSpace, "QUOTA_EXCEEDED": client.ErrQuotaExceeded, "INTERNAL_ERROR": client.ErrInternal,
+		"SERVICE_DAMAGED": client.ErrServiceDamaged,
 	}
 	for _, code := range ipc.Codes() {
 		want, ok := sentinels[code]
