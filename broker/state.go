@@ -40,6 +40,10 @@ type service struct {
 	subs    map[*session]*subscription
 
 	pending chan struct{} // guarded by Broker.mu; see tenant
+
+	// notify's scratch space, under mu
+	batch   []*pending
+	scratch []byte
 }
 
 // settleLocked ends a pending state: whoever waits for it tries again.

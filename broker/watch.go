@@ -24,19 +24,29 @@ type pending struct {
 	order   []string          // names of merged, in first-seen order
 }
 
+// outbox queues a session's notices. One goroutine at a time writes them:
+// the notifier itself when the socket has room (deliver), saving the wake-up
+// of the session's writer goroutine, or that writer goroutine, which alone
+// may block on a slow reader.
 type outbox struct {
 	mu    sync.Mutex
 	q     []*pending
 	bySvc map[string]*pending
 	wake  chan struct{}
+	busy  bool   // a goroutine is writing notices; the rest wait in q
+	rest  []byte // frames a notifier could not write, for the writer to send first
+	restN int    // how many notices rest holds
 }
 
 func newOutbox() outbox {
 	return outbox{bySvc: map[string]*pending{}, wake: make(chan struct{}, 1)}
 }
 
-// push queues a notice; it never blocks. It reports whether it merged.
-func (o *outbox) push(service string, frame []byte, names []string, vers []uint64) bool {
+// push queues a notice; it never blocks. It reports whether it merged, and
+// returns the queue to write when the caller may write it at once (nothing
+// being written, nothing handed to the writer): the caller then owns the
+// outbox until it calls release.
+func (o *outbox) push(service string, frame []byte, names []string, vers []uint64, into []*pending) (bool, []*pending) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if p := o.bySvc[service]; p != nil {
@@ -56,16 +66,40 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 				p.merged[n] = vers[i]
 			}
 		}
-		return true
+		return true, nil
 	}
 	p := &pending{service: service, frame: frame, names: names, vers: vers}
 	o.q = append(o.q, p)
 	o.bySvc[service] = p
+	if !o.busy && len(o.rest) == 0 {
+		o.busy = true
+		return false, o.takeLocked(into)
+	}
+	o.wakeLocked()
+	return false, nil
+}
+
+// wakeLocked wakes the writer goroutine.
+func (o *outbox) wakeLocked() {
 	select {
 	case o.wake <- struct{}{}:
 	default:
 	}
-	return false
+}
+
+// release ends the caller's turn at writing. unsent are frames it could not
+// write; they go to the writer goroutine, ahead of anything queued since.
+func (o *outbox) release(unsent []byte, n int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.busy = false
+	if len(unsent) > 0 {
+		o.rest = append(o.rest, unsent...)
+		o.restN += n
+	}
+	if len(o.q) > 0 || len(o.rest) > 0 {
+		o.wakeLocked()
+	}
 }
 
 // drop forgets a pending notice of a service (after Unsubscribe).
@@ -83,15 +117,28 @@ func (o *outbox) drop(service string) {
 	}
 }
 
-// take removes every pending notice.
-func (o *outbox) take(into []*pending) []*pending {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+// takeLocked removes every pending notice.
+func (o *outbox) takeLocked(into []*pending) []*pending {
 	into = append(into, o.q...)
 	clear(o.q)
 	o.q = o.q[:0]
 	clear(o.bySvc)
 	return into
+}
+
+// take makes the caller the outbox's writer, unless another goroutine is
+// writing, and then removes every pending notice and the frames handed over
+// by release.
+func (o *outbox) take(into []*pending) ([]*pending, []byte, int, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.busy {
+		return into, nil, 0, false
+	}
+	o.busy = true
+	rest, n := o.rest, o.restN
+	o.rest, o.restN = nil, 0
+	return o.takeLocked(into), rest, n, true
 }
 
 // frame encodes a notice that was merged or filtered.
@@ -112,7 +159,8 @@ func (p *pending) encode() ([]byte, error) {
 }
 
 // writeLoop sends queued notices until the session ends, batching what
-// piled up into one writev.
+// piled up into one writev. It waits when a notifier is writing: that one
+// wakes it again if more is queued when it is done.
 func (s *session) writeLoop() {
 	var batch []*pending
 	var bufs net.Buffers
@@ -122,30 +170,76 @@ func (s *session) writeLoop() {
 		case <-s.done:
 			return
 		}
-		batch = s.out.take(batch[:0])
-		bufs = bufs[:0]
-		size := 0
-		for _, p := range batch {
-			f, err := p.encode()
-			if err != nil {
-				s.b.log.Error("notice dropped: cannot encode", "service", p.service, "err", err)
-				continue
-			}
-			bufs = append(bufs, f)
-			size += len(f)
-		}
-		clear(batch)
-		n := len(bufs)
-		if n == 0 {
+		var rest []byte
+		var restN int
+		var ok bool
+		batch, rest, restN, ok = s.out.take(batch[:0])
+		if !ok {
 			continue
 		}
-		if err := s.conn.WriteFrames(bufs); err != nil {
+		bufs = bufs[:0]
+		if len(rest) > 0 {
+			bufs = append(bufs, rest)
+		}
+		bufs, n, size := s.encode(batch, bufs)
+		clear(batch)
+		n, size = n+restN, size+len(rest)
+		var err error
+		if size > 0 {
+			err = s.conn.WriteFrames(bufs)
+		}
+		s.out.release(nil, 0)
+		if err != nil {
 			s.close()
 			return
 		}
 		s.b.stats.noticesSent.Add(uint64(n))
 		s.b.stats.bytesOut.Add(uint64(size))
 	}
+}
+
+// encode appends the frames of batch to bufs, with how many there are and
+// their size.
+func (s *session) encode(batch []*pending, bufs net.Buffers) (net.Buffers, int, int) {
+	n, size := 0, 0
+	for _, p := range batch {
+		f, err := p.encode()
+		if err != nil {
+			s.b.log.Error("notice dropped: cannot encode", "service", p.service, "err", err)
+			continue
+		}
+		bufs = append(bufs, f)
+		n++
+		size += len(f)
+	}
+	return bufs, n, size
+}
+
+// deliver writes notices the caller took from the outbox by push, at once if
+// the socket has room, else hands them to the writer goroutine. It never
+// blocks on the subscriber.
+func (s *session) deliver(batch []*pending, scratch []byte) []byte {
+	bufs, n, size := s.encode(batch, nil)
+	buf := scratch[:0]
+	for _, f := range bufs {
+		buf = append(buf, f...)
+	}
+	ok, err := s.conn.TryWrite(buf)
+	switch {
+	case err != nil:
+		s.out.release(nil, 0)
+		s.close() // the connection is broken; the reader sees it
+	case ok:
+		s.out.release(nil, 0)
+		s.b.stats.noticesSent.Add(uint64(n))
+		s.b.stats.bytesOut.Add(uint64(size))
+	default:
+		s.out.release(buf, n)
+	}
+	if cap(buf) > 2*ipc.MaxTryWrite {
+		return nil // not worth keeping
+	}
+	return buf
 }
 
 // notify queues a VariablesUpdated notice for every subscriber of svc but
@@ -166,8 +260,14 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 					return
 				}
 			}
-			if sess.out.push(svc.id, frame, names, vers) {
+			merged, now := sess.out.push(svc.id, frame, names, vers, svc.batch[:0])
+			if merged {
 				b.stats.noticesMerged.Add(1)
+			}
+			if now != nil {
+				svc.scratch = sess.deliver(now, svc.scratch)
+				svc.batch = now[:0]
+				clear(now)
 			}
 			continue
 		}
@@ -178,8 +278,17 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 				fn, fv = append(fn, n), append(fv, vers[i])
 			}
 		}
-		if len(fn) > 0 && sess.out.push(svc.id, nil, fn, fv) {
+		if len(fn) == 0 {
+			continue
+		}
+		merged, now := sess.out.push(svc.id, nil, fn, fv, svc.batch[:0])
+		if merged {
 			b.stats.noticesMerged.Add(1)
+		}
+		if now != nil {
+			svc.scratch = sess.deliver(now, svc.scratch)
+			svc.batch = now[:0]
+			clear(now)
 		}
 	}
 }

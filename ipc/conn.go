@@ -487,6 +487,40 @@ func (c *Conn) writeLocked(frame []byte, file *os.File) error {
 	return c.wrapWriteErr(err)
 }
 
+// MaxTryWrite is the largest write TryWrite attempts. A Unix stream socket
+// sends that much as one buffer, so a write that does not block is whole.
+const MaxTryWrite = 2048
+
+// TryWrite writes p (whole frames, at most MaxTryWrite bytes) only if it can
+// do so at once: no other write in progress and room in the socket now. It
+// reports whether it wrote p; false with a nil error means the caller must
+// write it the blocking way. It never waits for the peer, except to finish
+// the rare partial write, within the write timeout.
+func (c *Conn) TryWrite(p []byte) (bool, error) {
+	if len(p) == 0 || len(p) > MaxTryWrite || !c.wmu.TryLock() {
+		return false, nil
+	}
+	defer c.wmu.Unlock()
+	c.refreshDeadlineLocked()
+	var n int
+	var errno error
+	err := c.rc.Write(func(fd uintptr) bool {
+		n, errno = unix.SendmsgN(int(fd), p, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return true // never wait for room: that is the caller's to do
+	})
+	switch {
+	case err != nil:
+		return false, c.wrapWriteErr(err)
+	case errno == unix.EAGAIN:
+		return false, nil
+	case errno != nil:
+		return false, os.NewSyscallError("sendmsg", errno)
+	case n < len(p):
+		return true, c.writeLocked(p[n:], nil)
+	}
+	return true, nil
+}
+
 // WriteFrames writes several frames with one system call where it can.
 func (c *Conn) WriteFrames(frames net.Buffers) error {
 	c.wmu.Lock()
