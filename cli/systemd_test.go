@@ -633,12 +633,17 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
 	page := stdout.String()
-	for _, want := range []string{".TH commy 1", "serve", "LISTEN_FDS", "NOTIFY_SOCKET", "$XDG_RUNTIME_DIR/commy/commy.sock"} {
+	for _, want := range []string{".TH commy 1", "serve", "LISTEN_FDS", "NOTIFY_SOCKET", "$XDG_RUNTIME_DIR/commy/commy.sock",
+		".SH SYNOPSIS", `\fBcommy get\fP [\fIFLAGS\fP] \fITENANT/SERVICE\fP \fIVARIABLE\fP`, ".SH EXIT STATUS", "\n\\fB66\\fP\n", ".SH EXAMPLES"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("man page lacks %q", want)
 		}
 	}
 	if strings.Contains(page, "\nman\n") || strings.Contains(page, "print the commy(1) man page") {
 		t.Error("the hidden man command is in the man page")
+	}
+	// The options every command takes are described once, not per command.
+	if n := strings.Count(page, "COMMY_SOCKET"); n > 3 {
+		t.Errorf("COMMY_SOCKET appears %d times: --socket is repeated per command", n)
 	}
 }
