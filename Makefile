@@ -7,12 +7,24 @@ PKGS     := ./...
 FUZZTIME ?= 20s
 SOCKET   ?=
 
-.PHONY: all build run test vet fuzz bench bench-compare generate check-generate clean
+.PHONY: all build release run test vet fuzz bench bench-compare generate check-generate clean
 
 all: build
 
+# The version and commit `commy version` prints, stamped at build time.
+BASEVERSION := $(shell sed -n 's/^var Version = "\(.*\)"/\1/p' broker/broker.go)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+VERSION     ?= $(BASEVERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+git.$$(git rev-parse --short HEAD)")
+LDFLAGS     := -X github.com/commy/commy/broker.Version=$(VERSION) -X github.com/commy/commy/cli.commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/commy
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/commy
+
+# The binary that install and deb ship: no local paths (-trimpath), no
+# symbol table or DWARF (-s -w), the version stamped.
+RELEASE := bin/release/commy
+release:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(RELEASE) ./cmd/commy
 
 # Starts a broker in the foreground with the default socket and data directory
 # (see `commy serve --help`); Ctrl-C stops it.
@@ -68,21 +80,32 @@ MANDIR  ?= $(PREFIX)/share/man
 # systemd searches /usr/local/lib/systemd/system and /usr/lib/systemd/system;
 # for another PREFIX set UNITDIR=/etc/systemd/system.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
-.PHONY: man install
+.PHONY: man completions install deb deb-test
 
 # The commy(1) man page, generated from the command line by the hidden
 # `commy man` command.
 man: build
 	./$(BIN) man > bin/commy.1
 
-# Installs the binary, the man page and the systemd units (ExecStart=
-# rewritten to $(BINDIR)/commy) under $(DESTDIR). Then, as root:
-# systemctl daemon-reload && systemctl enable --now commy.socket
+completions: build
+	./$(BIN) completion bash > bin/commy.bash
+	./$(BIN) completion zsh > bin/_commy
+	./$(BIN) completion fish > bin/commy.fish
+
+# Installs the release binary, the man page, the shell completions and the
+# systemd units (ExecStart= rewritten to $(BINDIR)/commy) under $(DESTDIR).
+# Then, as root: systemctl daemon-reload && systemctl enable --now commy.socket
 # (see docs/operations.md).
-install: build man
-	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/commy
+install: release man completions
+	install -D -m 0755 $(RELEASE) $(DESTDIR)$(BINDIR)/commy
 	install -D -m 0644 bin/commy.1 $(DESTDIR)$(MANDIR)/man1/commy.1
+	install -D -m 0644 bin/commy.bash $(DESTDIR)$(BASHCOMPDIR)/commy
+	install -D -m 0644 bin/_commy $(DESTDIR)$(ZSHCOMPDIR)/_commy
+	install -D -m 0644 bin/commy.fish $(DESTDIR)$(FISHCOMPDIR)/commy.fish
 	install -D -m 0644 contrib/systemd/commy.socket $(DESTDIR)$(UNITDIR)/commy.socket
 	mkdir -p bin/systemd
 	for f in commy.service commy.service.d/ebpf.conf.example commy.service.d/memfd.conf.example; do \
@@ -91,6 +114,29 @@ install: build man
 	done
 	@echo "installed:"
 	@printf '  %s\n' $(DESTDIR)$(BINDIR)/commy $(DESTDIR)$(MANDIR)/man1/commy.1 \
+		$(DESTDIR)$(BASHCOMPDIR)/commy $(DESTDIR)$(ZSHCOMPDIR)/_commy $(DESTDIR)$(FISHCOMPDIR)/commy.fish \
 		$(DESTDIR)$(UNITDIR)/commy.socket $(DESTDIR)$(UNITDIR)/commy.service \
 		$(DESTDIR)$(UNITDIR)/commy.service.d/ebpf.conf.example \
 		$(DESTDIR)$(UNITDIR)/commy.service.d/memfd.conf.example
+
+# The Debian package bin/commy_VERSION_ARCH.deb, built by nfpm
+# (contrib/debian/nfpm.yaml). `go run` fetches the pinned nfpm through the
+# module proxy; it never enters go.mod or the commy binary.
+NFPM     ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DEBARCH  ?= $(shell $(GO) env GOARCH)
+deb: release man completions
+	rm -rf bin/pkg && mkdir -p bin/pkg/systemd
+	cp $(RELEASE) bin/commy.bash bin/_commy bin/commy.fish bin/pkg/
+	gzip -9n < bin/commy.1 > bin/pkg/commy.1.gz
+	for f in commy.service commy.service.d/ebpf.conf.example commy.service.d/memfd.conf.example; do \
+		sed 's|/usr/local/bin/commy|/usr/bin/commy|g' contrib/systemd/$$f > bin/pkg/systemd/$${f##*/} || exit 1; \
+	done
+	VERSION='$(VERSION)' ARCH='$(DEBARCH)' GOFLAGS= $(NFPM) package --config contrib/debian/nfpm.yaml --packager deb --target bin/
+	@ls bin/*.deb
+
+# Builds the package, installs it in a clean Debian chroot made for the run
+# (mmdebstrap, else debootstrap, from Debian's mirror), starts `commy serve`
+# there and talks to it, then purges it. Root only; about two minutes with
+# mmdebstrap. Needs: apt-get install -y mmdebstrap.
+deb-test: deb
+	contrib/debian/test-install.sh bin/commy_$(VERSION)_$(DEBARCH).deb

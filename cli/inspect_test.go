@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/ipc"
 )
 
 // startBroker serves a broker on a socket in a new directory.
@@ -173,5 +176,50 @@ func TestValueOutput(t *testing.T) {
 	t.Setenv("COLUMNS", "77")
 	if w := termWidth(&bytes.Buffer{}); w != 77 {
 		t.Errorf("termWidth with COLUMNS=77: %d", w)
+	}
+}
+
+var grantLine = regexp.MustCompile(`^# (\[\[grant\]\]|[a-z]+ += )`)
+
+// TestExamplePolicy: contrib/policy.toml.example parses, with the commy group
+// (which the Debian package creates) standing for one that exists here.
+func TestExamplePolicy(t *testing.T) {
+	b, err := os.ReadFile("../contrib/policy.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`groups  = ["commy"]`)) {
+		t.Fatal(`the example no longer grants admin to group "commy"; update this test and contrib/debian`)
+	}
+	if _, err := broker.ParsePolicy(bytes.ReplaceAll(b, []byte(`"commy"`), []byte(`"root"`))); err != nil {
+		t.Fatalf("contrib/policy.toml.example: %v", err)
+	}
+	// Uncommented, the other grants parse too, given users that exist.
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if grantLine.MatchString(l) {
+			l = l[2:]
+		}
+		lines = append(lines, l)
+	}
+	all := strings.NewReplacer(`"commy"`, `"root"`, `"dashboard"`, `"root"`).Replace(strings.Join(lines, "\n"))
+	if _, err := broker.ParsePolicy([]byte(all)); err != nil {
+		t.Fatalf("contrib/policy.toml.example, uncommented: %v\n%s", err, all)
+	}
+}
+
+// TestEveryCodeHasAClass: each wire error code exits with the status of its
+// class; only the internal ones exit 70.
+func TestEveryCodeHasAClass(t *testing.T) {
+	internal := map[string]bool{"PROTOCOL_ERROR": true, "UNKNOWN_MESSAGE": true, "INTERNAL_ERROR": true}
+	for _, code := range ipc.Codes() {
+		if got := exitOfCode(code); (got == ExitInternal) != internal[code] {
+			t.Errorf("%s exits %d: give it a class in cli/exit.go and docs/cli.md", code, got)
+		}
+	}
+	for code, want := range map[string]int{"SERVICE_DELETED": ExitNotFound, "ACCESS_REVOKED": ExitPermission, "QUOTA_EXCEEDED": ExitLimit, "SOMETHING_ODD": ExitInternal} {
+		if got := exitOfCode(code); got != want {
+			t.Errorf("%s exits %d, want %d", code, got, want)
+		}
 	}
 }
