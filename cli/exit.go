@@ -115,6 +115,12 @@ func classify(err error) (code string, exit int, msg string) {
 		return ce.code, ce.exit, ce.msg
 	case errors.As(err, &re):
 		return re.Code, exitOfCode(re.Code), re.Message
+	case errors.Is(err, client.ErrServiceDeleted):
+		return "SERVICE_NOT_FOUND", ExitNotFound, err.Error()
+	case errors.Is(err, client.ErrBusy):
+		return "BUSY", ExitLimit, err.Error()
+	case errors.Is(err, client.ErrCorrupt):
+		return "CORRUPT", ExitInternal, err.Error()
 	case errors.Is(err, client.ErrDisconnected):
 		return CodeUnreachable, ExitUnreachable, err.Error()
 	case errors.Is(err, os.ErrNotExist):

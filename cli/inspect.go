@@ -411,6 +411,11 @@ func watchCommand() *ucli.Command {
 						buf, _, err = m.Read(name, buf[:0])
 						if errors.Is(err, client.ErrVariableNotFound) {
 							deleted = true
+						} else if errors.Is(err, client.ErrServiceDeleted) {
+							if err := w.serviceDeleted(); err != nil {
+								return err
+							}
+							return fmt.Errorf("watch %s: the service was deleted: %w", t, err)
 						} else if err != nil {
 							return err
 						}
