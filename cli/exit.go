@@ -34,6 +34,7 @@ var classes = map[string]int{
 	"PROTOCOL_ERROR":       ExitInternal,
 	"UNKNOWN_MESSAGE":      ExitInternal,
 	"INTERNAL_ERROR":       ExitInternal,
+	"SERVICE_DAMAGED":      ExitInternal, // like CORRUPT: the broker's data, not the request
 	"INVALID_REQUEST":      ExitInvalid,
 	"INVALID_NAME":         ExitInvalid,
 	"INVALID_SERVICE_ID":   ExitInvalid,

@@ -211,7 +211,7 @@ func TestExamplePolicy(t *testing.T) {
 // TestEveryCodeHasAClass: each wire error code exits with the status of its
 // class; only the internal ones exit 70.
 func TestEveryCodeHasAClass(t *testing.T) {
-	internal := map[string]bool{"PROTOCOL_ERROR": true, "UNKNOWN_MESSAGE": true, "INTERNAL_ERROR": true}
+	internal := map[string]bool{"PROTOCOL_ERROR": true, "UNKNOWN_MESSAGE": true, "INTERNAL_ERROR": true, "SERVICE_DAMAGED": true}
 	for _, code := range ipc.Codes() {
 		if got := exitOfCode(code); (got == ExitInternal) != internal[code] {
 			t.Errorf("%s exits %d: give it a class in cli/exit.go and docs/cli.md", code, got)

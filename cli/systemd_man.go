@@ -160,7 +160,7 @@ is deleted.
 : The broker is unreachable: no socket at the path, nothing listening, not a socket, or the connection was lost.
 
 **70**
-: Internal: INTERNAL_ERROR, PROTOCOL_ERROR, UNKNOWN_MESSAGE.
+: Internal: INTERNAL_ERROR, PROTOCOL_ERROR, UNKNOWN_MESSAGE; damaged data: SERVICE_DAMAGED.
 
 **73**
 : Conflict: ALREADY_EXISTS.
