@@ -46,6 +46,7 @@ const (
 	EventDenied      = "denied"
 	EventAdmin       = "admin"
 	EventFileAccess  = "file_access"
+	EventRevoked     = "revoked" // a subscription ended by a policy reload
 	auditQueueLength = 4096
 )
 

@@ -203,11 +203,14 @@ func New(cfg Config) (*Broker, error) {
 
 // SetPolicy replaces the policy for every request from now on. It counts as
 // a successful policy reload.
+// Subscriptions the new policy no longer allows end, each with a
+// SubscriptionEnded push and an audit record (see revoke).
 func (b *Broker) SetPolicy(p *Policy) {
 	b.policy.Store(p)
 	b.stats.reloads.Add(1)
 	b.stats.reloadFailing.Store(false)
 	b.logAudit(Record{Event: EventAdmin, Request: "policy_reload"})
+	b.revoke(p)
 }
 
 // ReloadPolicy reads the policy file again (see LoadPolicy) and puts it in

@@ -682,6 +682,12 @@ func (s *session) subscribe(m *ipc.Subscribe) (ipc.Message, *os.File, error) {
 	}
 	svc.subs[s] = sub
 	svc.mu.Unlock()
+	// A reload that came after the check above and scanned the session
+	// before the subscription was in place has not seen it: check again.
+	if s.b.policy.Load().Rights(s.caller, svc.tenant, svc.name)&RightRead == 0 {
+		s.dropSubscription(svc)
+		return nil, nil, s.denied("Subscribe", RightRead, svc.tenant, svc.name)
+	}
 	return &ipc.Subscribed{ServiceID: svc.id}, nil, nil
 }
 

@@ -18,10 +18,11 @@ import (
 )
 
 var children = testutil.Children{
-	"script":  scriptChild,
-	"serve":   serveChild,
-	"connect": connectChild,
-	"attack":  attackChild,
+	"script":     scriptChild,
+	"serve":      serveChild,
+	"connect":    connectChild,
+	"subscriber": subscriberChild,
+	"attack":     attackChild,
 }
 
 func mustRawFrame(v any) []byte {

@@ -348,6 +348,23 @@ func (c *Client) push(l *link, m ipc.Message) {
 		}
 		clear(l.subsBuf)
 		l.subsBuf = l.subsBuf[:0]
+	case *ipc.SubscriptionEnded:
+		// The broker ended the subscription (a policy reload withdrew the
+		// right): every Subscription to the service ends with the reason.
+		c.mu.Lock()
+		if g := c.groups[m.ServiceID]; g != nil {
+			for s := range g.subs {
+				l.subsBuf = append(l.subsBuf, s)
+			}
+		}
+		delete(c.groups, m.ServiceID)
+		c.mu.Unlock()
+		err := &Error{Code: m.ErrorCode, Message: m.Message}
+		for _, s := range l.subsBuf {
+			s.end(err)
+		}
+		clear(l.subsBuf)
+		l.subsBuf = l.subsBuf[:0]
 	case *ipc.Error:
 		// A connection-level error (FRAME_TOO_LARGE, PROTOCOL_ERROR): the
 		// broker closes the connection next; the reader reports it then.

@@ -269,6 +269,16 @@ type VariablesUpdated struct {
 	Versions  []uint64 `cbor:"versions"`
 }
 
+// SubscriptionEnded is pushed (id 0) when the broker ends a subscription on
+// its own, such as when a policy reload withdrew the right to read the
+// service: ErrorCode says why (PERMISSION_DENIED).
+type SubscriptionEnded struct {
+	Header
+	ServiceID string `cbor:"service_id"`
+	ErrorCode string `cbor:"error_code"`
+	Message   string `cbor:"message"`
+}
+
 // Heartbeat is both the request (no fields) and the reply (timestamp, RFC 3339).
 type Heartbeat struct {
 	Header
@@ -342,6 +352,7 @@ func (*Subscribed) Kind() string                  { return "Subscribed" }
 func (*Unsubscribe) Kind() string                 { return "Unsubscribe" }
 func (*Unsubscribed) Kind() string                { return "Unsubscribed" }
 func (*VariablesUpdated) Kind() string            { return "VariablesUpdated" }
+func (*SubscriptionEnded) Kind() string           { return "SubscriptionEnded" }
 func (*Heartbeat) Kind() string                   { return "Heartbeat" }
 func (*Stats) Kind() string                       { return "Stats" }
 func (*Error) Kind() string                       { return "Error" }
@@ -382,6 +393,7 @@ func init() {
 		func() Message { return new(Unsubscribe) },
 		func() Message { return new(Unsubscribed) },
 		func() Message { return new(VariablesUpdated) },
+		func() Message { return new(SubscriptionEnded) },
 		func() Message { return new(Heartbeat) },
 		func() Message { return new(Stats) },
 		func() Message { return new(Error) },
