@@ -37,7 +37,9 @@ func (b *Broker) revoke(p *Policy) {
 			if err == nil {
 				// Keyed apart from the service's notices, which never merge into it.
 				s.out.drop("ended/" + svc.id)
-				s.out.push("ended/"+svc.id, frame, nil, nil)
+				if _, now := s.out.push("ended/"+svc.id, frame, nil, nil, nil); now != nil {
+					s.deliver(now, nil)
+				}
 			}
 			b.log.Info("subscription revoked", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
 				"service", svc.id)
