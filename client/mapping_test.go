@@ -217,6 +217,7 @@ func TestMappingWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	client.SetWaitSlice(m, time.Hour) // only the wake ends the wait in time
 	seq := m.ChangeSeq()
 	got := make(chan []byte, 1)
 	go func() {
@@ -226,6 +227,7 @@ func TestMappingWait(t *testing.T) {
 		b, _, _ := m.Read("v", nil)
 		got <- b
 	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1) // asleep in the kernel
 	if _, err := svc.Write(ctx, "v", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +236,7 @@ func TestMappingWait(t *testing.T) {
 		if string(b) != "1" {
 			t.Fatalf("after the wake, v = %q", b)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watcher not woken")
+	case <-time.After(20 * time.Second):
+		t.Fatal("watcher not woken: no FUTEX_WAKE reached it")
 	}
 }

@@ -118,3 +118,26 @@ func TestWriteEmptyFirst(t *testing.T) {
 		t.Fatalf("v = %q", got)
 	}
 }
+
+// TestWriteBatchDoesNotFit: a batch whose values together do not fit changes
+// nothing, even when the first ones would fit alone.
+func TestWriteBatchDoesNotFit(t *testing.T) {
+	f := backends[1].create(t, Options{MaxSize: 1 << 20})
+	f.Allocate("x", []byte("x1"), 0)
+	f.Allocate("y", []byte("y1"), 0)
+	f.Allocate("z", []byte("z1"), 0)
+	big := make([]byte, 400<<10) // one fits, two do not
+	_, err := f.WriteBatch([]string{"x", "y", "z"}, [][]byte{[]byte("x2"), big, big}, nil)
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("batch past the maximum: %v", err)
+	}
+	m := mapFile(t, f)
+	for _, n := range []string{"x", "y", "z"} {
+		if got, v := mustRead(t, m, n); string(got) != n+"1" || v != 1 {
+			t.Fatalf("%s = %q v%d after a refused batch", n, got, v)
+		}
+	}
+	if _, err := f.WriteBatch([]string{"x", "y"}, [][]byte{[]byte("x2"), big}, nil); err != nil {
+		t.Fatalf("a batch that fits: %v", err)
+	}
+}

@@ -1,70 +1,118 @@
 package shm
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 )
 
-// TestSeqlockNoTornReads hammers one variable with values whose every byte
-// equals the value's length (mod 256), growing and shrinking it so it also
-// relocates, while readers on mappings check each copy is whole.
+// selfCheck is a value that proves itself: write number i, its length n and
+// a pattern derived from both. Any tear, or mix of two writes, breaks one of
+// them whatever the lengths.
+func selfCheck(dst []byte, i uint64, n int) []byte {
+	dst = dst[:n]
+	le.PutUint64(dst[0:], i)
+	le.PutUint64(dst[8:], uint64(n))
+	for j := 16; j < n; j++ {
+		dst[j] = byte(i*131 + uint64(n)*7 + uint64(j))
+	}
+	return dst
+}
+
+// checkSelf returns the write number a value proves, or an error.
+func checkSelf(b []byte) (uint64, error) {
+	if len(b) < 16 {
+		return 0, fmt.Errorf("%d bytes", len(b))
+	}
+	i, n := le.Uint64(b[0:]), le.Uint64(b[8:])
+	if n != uint64(len(b)) {
+		return i, fmt.Errorf("write %d: length field %d, read %d bytes", i, n, len(b))
+	}
+	for j := 16; j < len(b); j++ {
+		if b[j] != byte(i*131+n*7+uint64(j)) {
+			return i, fmt.Errorf("write %d (%d bytes): byte %d torn", i, n, j)
+		}
+	}
+	return i, nil
+}
+
+// TestSeqlockNoTornReads hammers one variable with self-checking values whose
+// length ramps from 16 B to 256 KiB, so the value keeps moving to bigger
+// slots, while new variables push the data end so that those slots land in
+// pages the file has just grown by; each round starts from a fresh file, so
+// the file grows many times. Readers on mappings check every copy is whole,
+// that its version is the one its contents say (write i is version i+1) and
+// that versions never go back, and count every error.
 func TestSeqlockNoTornReads(t *testing.T) {
+	const rounds, writes = 4, 300
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			f := be.create(t, Options{MaxSize: 256 << 20})
-			if _, err := f.Allocate("hot", []byte{1}, 0); err != nil {
-				t.Fatal(err)
-			}
-			var stop atomic.Bool
-			var reads, torn atomic.Int64
-			var wg sync.WaitGroup
-			for r := 0; r < 3; r++ {
-				m := mapFile(t, f)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					buf := make([]byte, 0, 8192)
-					var last uint64
-					for !stop.Load() {
-						b, v, err := m.Read("hot", buf)
-						if err != nil {
-							t.Error(err)
-							return
-						}
-						if v < last {
-							t.Errorf("version went back: %d after %d", v, last)
-						}
-						last = v
-						for _, c := range b {
-							if c != byte(len(b)) {
-								torn.Add(1)
-								break
-							}
-						}
-						reads.Add(1)
-					}
-				}()
-			}
-			val := make([]byte, 8192)
-			for i := 0; i < 50000; i++ {
-				n := 1 + (i*37)%4000
-				if i%5000 == 0 {
-					n = 8000
-				}
-				for j := 0; j < n; j++ {
-					val[j] = byte(n)
-				}
-				if _, err := f.Write("hot", val[:n]); err != nil {
+			var reads, bad atomic.Int64
+			grows := 0
+			for round := 0; round < rounds; round++ {
+				f := be.create(t, Options{MaxSize: 256 << 20})
+				if _, err := f.Allocate("hot", selfCheck(make([]byte, 16), 0, 16), 0); err != nil {
 					t.Fatal(err)
 				}
+				var stop atomic.Bool
+				var wg sync.WaitGroup
+				for r := 0; r < 2; r++ {
+					m := mapFile(t, f)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						buf := make([]byte, 0, 256<<10)
+						var last uint64
+						for !stop.Load() {
+							b, v, err := m.Read("hot", buf)
+							buf = b[:0]
+							reads.Add(1)
+							if err != nil {
+								if bad.Add(1) < 5 {
+									t.Errorf("read: %v", err)
+								}
+								continue
+							}
+							i, err := checkSelf(b)
+							switch {
+							case err != nil:
+								err = fmt.Errorf("torn: %w", err)
+							case v != i+1:
+								err = fmt.Errorf("version %d holds write %d", v, i)
+							case v < last:
+								err = fmt.Errorf("version went back: %d after %d", v, last)
+							}
+							if err != nil && bad.Add(1) < 5 {
+								t.Error(err)
+							}
+							last = v
+						}
+					}()
+				}
+				val := make([]byte, 256<<10)
+				for i := uint64(1); i <= writes; i++ {
+					n := 16 + int(i)*((256<<10)-16)/writes
+					before := f.Size()
+					if _, err := f.Write("hot", selfCheck(val, i, n)); err != nil {
+						t.Fatal(err)
+					}
+					if f.Size() > before {
+						grows++ // and the value went to the new pages
+					}
+					if i%10 == 0 { // push the data end: the next bigger slot is past it
+						if _, err := f.Allocate(fmt.Sprintf("fill%d", i), nil, 16<<10); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				stop.Store(true)
+				wg.Wait()
 			}
-			stop.Store(true)
-			wg.Wait()
-			if torn.Load() != 0 {
-				t.Fatalf("%d torn reads of %d", torn.Load(), reads.Load())
+			if bad.Load() != 0 {
+				t.Fatalf("%d bad reads of %d", bad.Load(), reads.Load())
 			}
-			t.Logf("%d reads, none torn", reads.Load())
+			t.Logf("%d reads, none bad; the files grew %d times while the value moved", reads.Load(), grows)
 		})
 	}
 }

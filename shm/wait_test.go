@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,11 @@ func TestWait(t *testing.T) {
 	if got, err := m.Wait(t.Context(), s0); err != nil || got != s0+1 {
 		t.Fatalf("Wait after a change: %d %v", got, err)
 	}
-	// A waiter sleeping on the futex is woken by the next change.
+	// A waiter asleep in the kernel on the futex is woken by the next
+	// change. The poll slice is an hour: only FUTEX_WAKE can end the wait
+	// within the test's time.
+	m.SetWaitSlice(time.Hour)
+	defer m.SetWaitSlice(0)
 	done := make(chan uint32)
 	go func() {
 		got, err := m.Wait(context.Background(), s0+1)
@@ -32,15 +37,15 @@ func TestWait(t *testing.T) {
 		}
 		done <- got
 	}()
-	time.Sleep(100 * time.Millisecond) // let it reach the futex
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
 	f.Changed()
 	select {
 	case got := <-done:
 		if got != s0+2 {
 			t.Fatalf("woken with %d, want %d", got, s0+2)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("waiter not woken")
+	case <-time.After(20 * time.Second):
+		t.Fatal("waiter not woken: no FUTEX_WAKE reached it")
 	}
 	// Cancellation ends a wait with nothing changing.
 	ctx, cancel := context.WithTimeout(t.Context(), 80*time.Millisecond)
@@ -59,11 +64,10 @@ func waitChild() int {
 		return 1
 	}
 	defer m.Close()
+	m.SetWaitSlice(time.Hour) // only the wake ends the wait in time
 	seq := m.ChangeSeq()
 	fmt.Println("ready", seq)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got, err := m.Wait(ctx, seq)
+	got, err := m.Wait(context.Background(), seq) // the parent kills it if it hangs
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -100,9 +104,21 @@ func TestWaitAcrossProcesses(t *testing.T) {
 				cmd.Wait()
 				t.Fatalf("child said %q", line)
 			}
-			time.Sleep(100 * time.Millisecond) // let it reach the futex
+			testutil.WaitFutexSleepers(t, cmd.Process.Pid, 1)
 			f.Changed()
-			line, _ = r.ReadString('\n')
+			read := make(chan string, 1)
+			go func() {
+				line, _ := r.ReadString('\n')
+				read <- line
+			}()
+			select {
+			case line = <-read:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				cmd.Wait()
+				<-read
+				t.Fatal("child not woken: no FUTEX_WAKE reached it")
+			}
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("child: %v (%q)", err, line)
 			}
@@ -168,4 +184,95 @@ func mapFileB(b *testing.B, f *File) *Mapping {
 	}
 	b.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestInterruptWakesWait: Interrupt ends a Wait asleep in the kernel at once
+// (the poll slice is an hour), and every later Wait.
+func TestInterruptWakesWait(t *testing.T) {
+	f := backends[1].create(t, Options{})
+	m := mapFile(t, f)
+	m.SetWaitSlice(time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Wait(context.Background(), m.ChangeSeq())
+		done <- err
+	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
+	m.Interrupt()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Interrupt did not wake the waiter")
+	}
+	if _, err := m.Wait(context.Background(), m.ChangeSeq()); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("Wait after Interrupt: %v", err)
+	}
+}
+
+// TestMarkDeletedWakesWait: deleting the service wakes a Wait asleep in the
+// kernel, and reads fail with ErrServiceDeleted.
+func TestMarkDeletedWakesWait(t *testing.T) {
+	f := backends[1].create(t, Options{})
+	f.Allocate("v", []byte("1"), 0)
+	m := mapFile(t, f)
+	m.SetWaitSlice(time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Wait(context.Background(), m.ChangeSeq())
+		done <- err
+	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
+	f.MarkDeleted()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, ErrServiceDeleted) {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the deletion did not wake the waiter")
+	}
+	if _, _, err := m.Read("v", nil); !errors.Is(err, ErrServiceDeleted) {
+		t.Fatalf("Read after the deletion: %v", err)
+	}
+	if _, err := m.Wait(context.Background(), m.ChangeSeq()); !errors.Is(err, ErrServiceDeleted) {
+		t.Fatalf("Wait after the deletion: %v", err)
+	}
+}
+
+// TestRepairWakesWait: reopening a file after a crash wakes a Wait asleep in
+// the kernel: a change may have been published but never announced.
+func TestRepairWakesWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.mem")
+	f, err := Create(path, "acme", "orders", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Allocate("v", []byte("1"), 0)
+	m := mapFile(t, f)
+	m.SetWaitSlice(time.Hour)
+	seq := m.ChangeSeq()
+	f.Write("v", []byte("2")) // published; the broker dies before Changed
+	f.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Wait(context.Background(), seq)
+		done <- err
+	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
+	g, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the repair did not wake the waiter")
+	}
 }
