@@ -103,8 +103,10 @@ func printRecord(w io.Writer, line []byte, asJSON bool) error {
 	if r.UID != nil {
 		uid = fmt.Sprint(*r.UID)
 	}
+	// Names as people type them (acme/orders); the service id when that is
+	// all the record has.
 	what := r.ServiceID
-	if what == "" && r.Tenant != "" {
+	if r.Tenant != "" {
 		what = r.Tenant
 		if r.Service != "" {
 			what += "/" + r.Service

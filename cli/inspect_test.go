@@ -223,3 +223,51 @@ func TestEveryCodeHasAClass(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditColumns: the audit table's columns do not move with the width of
+// the values, so lines printed by `audit -f` at different times line up.
+func TestAuditColumns(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "audit.log")
+	recs := `{"time":"2026-12-01T10:00:00.123456789Z","event":"connect","pid":7,"uid":0}
+{"time":"2026-12-01T10:00:01Z","event":"report_variable_changes","pid":1234567,"uid":1000,"tenant":"acme","service":"orders","service_id":"acme_orders","variables":["a"]}
+`
+	if err := os.WriteFile(log, []byte(recs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := commy(t, "audit", "--file", log)
+	if code != 0 {
+		t.Fatalf("audit: %d %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("audit printed %q", out)
+	}
+	col := func(line, field string) int { return strings.Index(line, field) }
+	if a, b, c := col(lines[0], "PID"), col(lines[1], "      7"), col(lines[2], "1234567"); a < 0 || b != c {
+		t.Errorf("PID columns at %d, %d, %d:\n%s", a, b, c, out)
+	}
+	if a, b := col(lines[0], "WHAT"), col(lines[2], "acme/orders"); a != b {
+		t.Errorf("WHAT at %d, acme/orders at %d:\n%s", a, b, out)
+	}
+	if !strings.HasPrefix(lines[1], "2026-12-01T10:00:00.123456Z ") || !strings.HasPrefix(lines[2], "2026-12-01T10:00:01.000000Z ") {
+		t.Errorf("times not in one width:\n%s", out)
+	}
+}
+
+// TestCompletion: the scripts ask commy for the words, which it gives.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "complete -o bashdefault -o default -F _commy commy", "zsh": "#compdef commy", "fish": "complete -c commy"} {
+		code, out, errOut := commy(t, "completion", shell)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("completion %s: exit %d, %q lacks %q; %s", shell, code, out, want, errOut)
+		}
+	}
+	// urfave/cli prints the words on the process's stdout: a child.
+	words, err := commyCommand(t, "--generate-bash-completion").Output()
+	if err != nil || !strings.Contains(string(words), "watch\n") || !strings.Contains(string(words), "completion\n") {
+		t.Errorf("--generate-bash-completion: %v %q", err, words)
+	}
+	if code, _, errOut := commy(t, "completion", "csh"); code != ExitUsage || !strings.Contains(errOut, `unknown shell "csh"`) {
+		t.Errorf("completion csh: %d %q", code, errOut)
+	}
+}
