@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,4 +116,67 @@ func TestDialChecksSocketOwner(t *testing.T) {
 		t.Errorf("/etc/passwd: exit %d, stderr %q", code, stderr)
 	}
 	p.stop()
+}
+
+// TestSighupRevokesWatch: `commy watch` as uid 65534 ends with
+// PERMISSION_DENIED when a SIGHUP reload of `commy serve` withdraws its read
+// right.
+func TestSighupRevokesWatch(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := shortDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock, policy := filepath.Join(dir, "s.sock"), filepath.Join(dir, "policy.toml")
+	grant := "[[grant]]\nusers = [65534]\ntenants = [\"acme\"]\nrights = [\"read\"]\n"
+	if err := os.WriteFile(policy, []byte(grant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve := startProc(t, commyCommand(t, "serve", "--socket", sock, "--data-dir", filepath.Join(dir, "data"), "--policy", policy))
+	dialBroker(t, sock).Close()
+	for _, args := range [][]string{{"create", "acme"}, {"create", "acme/orders"}, {"alloc", "acme/orders", "v", "0"}} {
+		if code, _, stderr := commy(t, append([]string{"--socket", sock}, args...)...); code != 0 {
+			t.Fatalf("%v: %d %s", args, code, stderr)
+		}
+	}
+	watch := testutil.Child(t, "commy", testutil.Nobody, testutil.Nobody)
+	watch.Args = append(watch.Args, "watch", "--socket", sock, "acme/orders")
+	watch.Env = cleanEnv()
+	out, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startProc(t, watch)
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	// Set until the watcher shows a change: it may not have subscribed yet.
+	seen := false
+	for i := 0; i < 100 && !seen; i++ {
+		if code, _, stderr := commy(t, "--socket", sock, "set", "acme/orders", "v", fmt.Sprint(i)); code != 0 {
+			t.Fatalf("set: %d %s", code, stderr)
+		}
+		select {
+		case <-lines:
+			seen = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !seen {
+		t.Fatal("watch showed no change")
+	}
+	if err := os.WriteFile(policy, []byte(strings.ReplaceAll(grant, `"acme"`, `"beta"`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve.signal(syscall.SIGHUP)
+	code, stderr := w.wait()
+	if code == 0 || !strings.Contains(stderr, "PERMISSION_DENIED") {
+		t.Errorf("watch after the reload: exit %d, stderr %q", code, stderr)
+	}
+	serve.stop()
 }
