@@ -15,6 +15,10 @@ import (
 // this host wrote later (its batch is not yet in the stream) keeps its
 // value: that batch comes after this one and wins everywhere.
 func (b *Bridge) applyRemote(m remoteMsg) {
+	if m.reset {
+		b.st.LastSeq, b.dirty = 0, true
+		return
+	}
 	defer func() {
 		if m.seq > b.st.LastSeq {
 			b.st.LastSeq = m.seq

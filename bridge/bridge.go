@@ -81,9 +81,10 @@ type ownBatch struct {
 }
 
 type remoteMsg struct {
-	seq uint64
-	id  string
-	b   *batch
+	seq   uint64
+	id    string
+	b     *batch
+	reset bool // the stream was made again: forget the saved position
 }
 
 type localEvent struct {
@@ -104,6 +105,9 @@ type ackEvent struct {
 func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
+	}
+	if cfg.Socket == "" {
+		return nil, fmt.Errorf("%w: socket not set", ErrConfig)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -164,7 +168,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	}
 	b.js = js
 	if nc.IsConnected() {
-		b.stats.connected.Set(1)
+		b.stats.connected.Set(1) // ConnectHandler logs it
+	} else {
+		b.log.Warn("nats not reachable yet; retrying in the background", "urls", cfg.NATS.URLs)
 	}
 
 	// The services there are now, and what changed in them while the bridge
@@ -400,6 +406,10 @@ type Status struct {
 	PendingBytes   int64    `json:"pending_bytes"`
 	Paused         bool     `json:"paused"`
 	LastLag        string   `json:"last_lag"`
+	Published      uint64   `json:"published_batches"`
+	Applied        uint64   `json:"applied_batches"`
+	Conflicts      uint64   `json:"conflicts_resolved"`
+	Refused        uint64   `json:"refused_values"`
 }
 
 // Status returns the latest snapshot (refreshed every 100ms).
@@ -408,6 +418,8 @@ func (b *Bridge) Status() Status {
 	s.NATS = b.nc.Status().String()
 	s.NATSURL = b.nc.ConnectedUrlRedacted()
 	s.PendingBatches, s.PendingBytes = b.out.len()
+	s.Published, s.Applied = metricValue(b.stats.published), metricValue(b.stats.applied)
+	s.Conflicts, s.Refused = metricValue(b.stats.conflicts), b.stats.refusedTotal()
 	return s
 }
 

@@ -19,7 +19,8 @@ type Config struct {
 	// HostID names this host in every message it publishes; it must differ
 	// between hosts. Default: the host name.
 	HostID string `toml:"host_id"`
-	// Socket is the local broker's socket.
+	// Socket is the local broker's socket (the command line's --socket
+	// when not set).
 	Socket string `toml:"socket"`
 	// StateDir keeps the last applied stream sequence and what was last
 	// replicated of each variable, so a restart resumes where it stopped.
@@ -133,9 +134,6 @@ func (c *Config) Check() error {
 	}
 	if strings.ContainsAny(c.HostID, " \t\r\n") {
 		return fmt.Errorf("%w: host_id %q: no white space", ErrConfig, c.HostID)
-	}
-	if c.Socket == "" {
-		return fmt.Errorf("%w: socket not set", ErrConfig)
 	}
 	if c.StateDir == "" {
 		return fmt.Errorf("%w: state_dir not set", ErrConfig)

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +27,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Main(m, testutil.Children{"broker": brokerChild})
+	testutil.Main(m, testutil.Children{"broker": brokerChild, "natsnode": natsNodeChild})
 }
 
 // brokerChild serves a broker on $SOCK with data in $DATA until killed.
@@ -49,88 +49,128 @@ func brokerChild() int {
 	return 0
 }
 
-// freePort finds a loopback TCP port nobody listens on.
-func freePort(t testing.TB) int {
+// freePorts finds n distinct loopback TCP ports nobody listens on.
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are chosen, so none repeats
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
-// cluster is three embedded JetStream servers routed to each other on
-// loopback, each with file storage in its own directory.
+// natsNodeChild runs one embedded NATS server with JetStream, configured
+// by the environment, until killed.
+func natsNodeChild() int {
+	port, _ := strconv.Atoi(os.Getenv("NATS_PORT"))
+	cport, _ := strconv.Atoi(os.Getenv("NATS_CLUSTER_PORT"))
+	maxPayload, _ := strconv.Atoi(os.Getenv("NATS_MAX_PAYLOAD"))
+	s, err := server.NewServer(&server.Options{
+		ServerName: os.Getenv("NATS_NAME"), Host: "127.0.0.1", Port: port,
+		JetStream: true, StoreDir: os.Getenv("NATS_STORE"), NoLog: true, NoSigs: true, MaxPayload: int32(maxPayload),
+		Cluster: server.ClusterOpts{Name: "commy-test", Host: "127.0.0.1", Port: cport},
+		Routes:  server.RoutesFromStr(os.Getenv("NATS_ROUTES")),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		fmt.Fprintln(os.Stderr, "nats node not ready")
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	<-sigs
+	s.Shutdown()
+	s.WaitForShutdown()
+	return 0
+}
+
+// cluster is three NATS servers with JetStream routed to each other on
+// loopback, each with file storage in its own directory. Each runs
+// nats-server embedded in a child process of the test, so that a node can be
+// killed like a real one.
 type cluster struct {
 	t     testing.TB
-	opts  []*server.Options
+	env   [][]string
+	ports []int
 	mu    sync.Mutex
-	nodes []*server.Server
+	nodes []*exec.Cmd
 }
 
 func newCluster(t testing.TB, maxPayload int32) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	cports := []int{freePort(t), freePort(t), freePort(t)}
-	var routes []*url.URL
+	ports := freePorts(t, 6)
+	cports := ports[3:]
+	var routes []string
 	for _, p := range cports {
-		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	for i := range 3 {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: freePort(t),
-			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, MaxPayload: maxPayload,
-			Cluster: server.ClusterOpts{Name: "commy-test", Host: "127.0.0.1", Port: cports[i]},
-			Routes:  routes,
-		}
-		c.opts = append(c.opts, o)
+		port := ports[i]
+		c.ports = append(c.ports, port)
+		c.env = append(c.env, []string{
+			fmt.Sprintf("NATS_NAME=n%d", i+1), fmt.Sprintf("NATS_PORT=%d", port), fmt.Sprintf("NATS_CLUSTER_PORT=%d", cports[i]),
+			"NATS_ROUTES=" + strings.Join(routes, ","), "NATS_STORE=" + t.TempDir(), fmt.Sprintf("NATS_MAX_PAYLOAD=%d", maxPayload),
+		})
 		c.nodes = append(c.nodes, nil)
-	}
-	for i := range 3 {
-		c.start(i)
 	}
 	t.Cleanup(func() {
 		for i := range 3 {
 			c.stop(i)
 		}
 	})
+	for i := range 3 {
+		c.start(i)
+	}
 	c.waitJetStream()
 	return c
 }
 
-// start runs node i (again).
+// start runs node i (again) and waits until it takes connections.
 func (c *cluster) start(i int) {
 	c.t.Helper()
-	s, err := server.NewServer(c.opts[i])
-	if err != nil {
+	cmd := testutil.Child(c.t, "natsnode", -1, -1, c.env[i]...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		c.t.Fatalf("nats node %d not ready", i+1)
-	}
 	c.mu.Lock()
-	c.nodes[i] = s
+	c.nodes[i] = cmd
 	c.mu.Unlock()
+	waitFor(c.t, fmt.Sprintf("nats node %d listening", i+1), func() bool {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.ports[i]))
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	})
 }
 
-// stop shuts node i down, if it runs.
+// stop kills node i with SIGKILL, if it runs.
 func (c *cluster) stop(i int) {
 	c.mu.Lock()
-	s := c.nodes[i]
+	cmd := c.nodes[i]
 	c.nodes[i] = nil
 	c.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
+	if cmd != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 }
 
 func (c *cluster) urls() []string {
 	var out []string
-	for _, o := range c.opts {
-		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	for _, p := range c.ports {
+		out = append(out, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // stats are the bridge's Prometheus metrics. They are safe for concurrent
@@ -64,4 +65,24 @@ func (b *Bridge) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range b.stats.collectors() {
 		c.Collect(ch)
 	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) uint64 {
+	var d dto.Metric
+	if m.Write(&d) != nil {
+		return 0
+	}
+	switch {
+	case d.Counter != nil:
+		return uint64(d.Counter.GetValue())
+	case d.Gauge != nil:
+		return uint64(d.Gauge.GetValue())
+	}
+	return 0
+}
+
+// refusedTotal sums the refused values of every reason.
+func (s *stats) refusedTotal() uint64 {
+	return metricValue(s.refused.WithLabelValues("too_large")) + metricValue(s.refused.WithLabelValues("rejected"))
 }

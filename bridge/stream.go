@@ -143,6 +143,20 @@ func (b *Bridge) consume(seq uint64) {
 		if err == nil {
 			info = s.CachedInfo() // an Info right after creation may find no leader yet
 		}
+		if err == nil && seq > 1 && info.State.LastSeq+1 < seq {
+			// The stream is behind the saved position: it was deleted and
+			// made again. Its sequences mean something else now.
+			b.log.Warn("the stream is behind the saved position (it was made again?); reading it from its start",
+				"saved", seq-1, "stream_last", info.State.LastSeq)
+			seq = 1
+			select {
+			case b.remote <- remoteMsg{reset: true}:
+			case <-b.ctx.Done():
+			}
+		} else if err == nil && seq > 1 && seq < info.State.FirstSeq {
+			b.log.Warn("the stream no longer holds the saved position (max_age or max_bytes trimmed it); reading what is left",
+				"saved", seq-1, "stream_first", info.State.FirstSeq)
+		}
 		var cons jetstream.Consumer
 		if err == nil {
 			cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}

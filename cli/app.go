@@ -24,7 +24,7 @@ func App() *ucli.App {
 			tenantsCommand(), servicesCommand(), varsCommand(),
 			getCommand(), setCommand(), watchCommand(), statsCommand(),
 			createCommand(), deleteCommand(), allocCommand(), deallocCommand(),
-			auditCommand(), benchCommand(),
+			auditCommand(), benchCommand(), bridgeCommand(),
 			versionCommand(), completionCommand(),
 			manCommand(),
 		},
