@@ -20,6 +20,9 @@ func (b *Bridge) applyRemote(m remoteMsg) {
 		return
 	}
 	defer func() {
+		if b.ctx.Err() != nil {
+			return // stopped half way: the next run applies it again
+		}
 		if m.seq > b.st.LastSeq {
 			b.st.LastSeq = m.seq
 			b.stats.lastSeq.Set(float64(m.seq))
@@ -62,6 +65,9 @@ func (b *Bridge) applyRemote(m remoteMsg) {
 	}
 
 	ls, err := b.ensureService(k)
+	if b.ctx.Err() != nil {
+		return
+	}
 	if err != nil {
 		b.stats.applyErrs.Inc()
 		b.log.Error("remote batch not applied: cannot create the service", "service", k.String(), "sequence", m.seq, "err", err)
@@ -104,6 +110,9 @@ func (b *Bridge) applyRemote(m remoteMsg) {
 			_, err := ls.svc.Allocate(ctx, v.Name, v.Data, 0)
 			return err
 		})
+		if b.ctx.Err() != nil {
+			return
+		}
 		if errors.Is(err, client.ErrAlreadyExists) {
 			report = append(report, client.NamedValue{Name: v.Name, Value: v.Data})
 		} else if err != nil {
@@ -113,6 +122,9 @@ func (b *Bridge) applyRemote(m remoteMsg) {
 	}
 	if len(report) > 0 {
 		err := b.retry("ReportVariableChanges", func(ctx context.Context) error { return ls.svc.Report(ctx, report) })
+		if b.ctx.Err() != nil {
+			return
+		}
 		if err != nil {
 			b.stats.applyErrs.Inc()
 			b.log.Error("remote batch not applied: the broker refused it", "service", k.String(), "sequence", m.seq,
@@ -124,6 +136,9 @@ func (b *Bridge) applyRemote(m remoteMsg) {
 	}
 	for _, n := range dels {
 		err := b.retry("DeallocateVariable", func(ctx context.Context) error { return ls.svc.Deallocate(ctx, n) })
+		if b.ctx.Err() != nil {
+			return
+		}
 		if err != nil && !errors.Is(err, client.ErrVariableNotFound) {
 			b.refuse(k, n, m.seq, err)
 		}
@@ -192,6 +207,9 @@ func (b *Bridge) applyDelete(k svcKey, seq uint64) {
 	}
 	b.unregister(k)
 	err := b.retry("DeleteService", func(ctx context.Context) error { return b.cl.DeleteService(ctx, k.tenant, k.service) })
+	if b.ctx.Err() != nil {
+		return
+	}
 	if err != nil && !errors.Is(err, client.ErrServiceNotFound) {
 		b.stats.applyErrs.Inc()
 		b.log.Error("remote service deletion not applied", "service", k.String(), "sequence", seq, "err", err)
