@@ -34,6 +34,7 @@ type Record struct {
 	Path      string   `json:"path,omitempty"`
 	Result    *int64   `json:"result,omitempty"`
 	Broker    bool     `json:"broker,omitempty"`
+	Count     uint64   `json:"count,omitempty"` // records a summary stands for (suppressed, audit_lost)
 }
 
 // Audit event names.
@@ -46,7 +47,9 @@ const (
 	EventDenied      = "denied"
 	EventAdmin       = "admin"
 	EventFileAccess  = "file_access"
-	EventRevoked     = "revoked" // a subscription ended by a policy reload
+	EventRevoked     = "revoked"    // a subscription ended by a policy reload
+	EventSuppressed  = "suppressed" // denials of one uid not recorded one by one; see Config.AuditCoalesce
+	EventAuditLost   = "audit_lost" // records that could not be written, once the log is writable again
 	auditQueueLength = 4096
 )
 
@@ -68,6 +71,9 @@ type Audit struct {
 	timer *time.Timer   // wakes the writer auditFlushDelay after the first record
 	done  chan struct{}
 
+	lost    uint64      // records not written since the last success; writer goroutine only
+	failing atomic.Bool // the last write failed
+
 	mu     sync.Mutex
 	q      []Record   // waiting for the writer
 	room   *sync.Cond // on mu: the writer took q
@@ -83,12 +89,32 @@ const (
 
 // OpenAudit opens (appending, mode 0600) the audit log at path.
 func OpenAudit(path string, log *slog.Logger) (*Audit, error) {
-	f, err := openAppend(path)
+	return OpenRotatingAudit(path, 0, 0, log)
+}
+
+// OpenRotatingAudit opens the audit log at path, rotating it when it would
+// pass maxSize bytes (0: never) and keeping keep rotated files.
+func OpenRotatingAudit(path string, maxSize int64, keep int, log *slog.Logger) (*Audit, error) {
+	f, err := openAuditFile(path, maxSize, keep)
 	if err != nil {
 		return nil, fmt.Errorf("broker: audit log: %w", err)
 	}
 	return newAudit(f, log), nil
 }
+
+// Reopen makes the next write reopen the log's path, after logrotate moved
+// the file. It is safe for concurrent use.
+func (a *Audit) Reopen() {
+	if f, ok := a.w.(*auditFile); ok {
+		f.Reopen()
+	}
+	a.mu.Lock()
+	a.wakeLocked()
+	a.mu.Unlock()
+}
+
+// Failing reports whether the last write to the log failed.
+func (a *Audit) Failing() bool { return a != nil && a.failing.Load() }
 
 func newAudit(w io.WriteCloser, log *slog.Logger) *Audit {
 	a := &Audit{w: w, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), timer: time.NewTimer(time.Hour)}
@@ -179,15 +205,47 @@ func appendRecord(buf []byte, r Record) []byte {
 	return append(append(buf, line...), '\n')
 }
 
+// auditRetry is how often a failing log is tried again while no record
+// arrives, to write the audit_lost summary once there is space.
+const auditRetry = time.Second
+
 func (a *Audit) write(buf []byte, n int) {
-	if len(buf) == 0 {
+	if len(buf) == 0 && a.lost == 0 {
 		return
 	}
-	if _, err := a.w.Write(buf); err != nil {
+	if len(buf) > 0 {
+		if _, err := a.w.Write(buf); err != nil {
+			a.failed(err, n)
+			return
+		}
+	}
+	if a.lost > 0 {
+		line := appendRecord(nil, Record{Time: time.Now().Format(time.RFC3339Nano), Event: EventAuditLost, Count: a.lost,
+			Reason: "records could not be written"})
+		if _, err := a.w.Write(line); err != nil {
+			a.failed(err, 0)
+			return
+		}
+		a.log.Warn("audit log writable again", "lost_records", a.lost)
+		a.lost = 0
+	}
+	a.failing.Store(false)
+}
+
+// failed counts n records lost and schedules a retry.
+func (a *Audit) failed(err error, n int) {
+	if n > 0 {
 		// Log before counting: whoever sees the count also finds the log line.
 		a.log.Error("audit log write failed: records lost", "records", n, "err", err)
-		a.errs.Add(uint64(n))
 	}
+	a.errs.Add(uint64(n))
+	a.lost += uint64(n)
+	a.failing.Store(true)
+	a.mu.Lock()
+	if !a.closed {
+		a.timer.Reset(auditRetry)
+	}
+	a.mu.Unlock()
 }
 
 // Close writes what is queued and closes the file. It is safe to call more

@@ -79,6 +79,18 @@ type Config struct {
 	MaxFilterNamesPerUID   int           // variable names in subscription filters; default DefaultMaxFilterNamesPerUID
 	FDReserve              int           // descriptors kept for root's connections and GetServiceFilePath; default DefaultFDReserve
 
+	// Audit log limits (see docs/security.md): AuditMaxSize bytes before
+	// the log rotates (default DefaultAuditMaxSize, negative: never),
+	// keeping AuditKeep rotated files (default DefaultAuditKeep, negative:
+	// none). AuditCoalesce is the interval over which one uid's denials past
+	// DefaultAuditBurst are summed into one record (default
+	// DefaultAuditCoalesce, negative: every denial in full). AuditStrict
+	// refuses audited requests while the audit log cannot be written.
+	AuditMaxSize  int64
+	AuditKeep     int
+	AuditCoalesce time.Duration
+	AuditStrict   bool
+
 	// MetricsTenants is how many tenants, the first by id, Collector labels
 	// by name; the others are summed under tenant="_other". Default
 	// DefaultMetricsTenants; negative labels none.
@@ -113,6 +125,8 @@ type Broker struct {
 	users         *users
 	quota         quotaState
 	fds           fdBudget
+	flood         flood
+	floodStop     chan struct{}
 
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
@@ -186,7 +200,7 @@ func New(cfg Config) (*Broker, error) {
 		}
 	}
 	var err error
-	if b.audit, err = OpenAudit(cfg.AuditLog, b.log); err != nil {
+	if b.audit, err = OpenRotatingAudit(cfg.AuditLog, cfg.AuditMaxSize, cfg.AuditKeep, b.log); err != nil {
 		return nil, err
 	}
 	if err := b.recover(); err != nil {
@@ -198,8 +212,17 @@ func New(cfg Config) (*Broker, error) {
 		b.wg.Add(1)
 		go b.readProbe()
 	}
+	b.flood = flood{interval: cfg.AuditCoalesce, burst: DefaultAuditBurst}
+	b.floodStop = make(chan struct{})
+	if cfg.AuditCoalesce > 0 {
+		b.wg.Go(func() { b.runFlood(b.floodStop) })
+	}
 	return b, nil
 }
+
+// ReopenAudit makes the audit log reopen its path before the next record,
+// after logrotate moved the file. It is safe for concurrent use.
+func (b *Broker) ReopenAudit() { b.audit.Reopen() }
 
 // SetPolicy replaces the policy for every request from now on. It counts as
 // a successful policy reload.
@@ -382,6 +405,7 @@ func (b *Broker) Close() error {
 		if b.cfg.Probe != nil {
 			err = b.cfg.Probe.Close()
 		}
+		close(b.floodStop)
 		b.wg.Wait()
 		err = errors.Join(err, b.audit.Close(), b.closeFiles())
 	})

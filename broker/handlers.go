@@ -14,6 +14,9 @@ import (
 // handle serves one request and returns its reply, with a descriptor to pass
 // for GetServiceFilePath.
 func (s *session) handle(m ipc.Message) (ipc.Message, *os.File, error) {
+	if err := s.strictAuditRefuses(m); err != nil {
+		return nil, nil, err
+	}
 	switch m := m.(type) {
 	case *ipc.Hello:
 		return nil, nil, fmt.Errorf("%w: Hello after the handshake", ipc.ErrProtocol)
@@ -77,9 +80,13 @@ func (s *session) denied(req string, want Right, tenant, service string) error {
 		err = ipc.ErrHybridAccessDenied
 	}
 	code := ipc.CodeOf(err)
-	s.b.log.Info("request denied", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
-		"request", req, "right", want.String(), "tenant", tenant, "service", service)
-	s.auditf(Record{Event: EventDenied, Request: req, Right: want.String(), Tenant: tenant, Service: service, Code: code})
+	if s.b.flood.allow(s.caller.UID, s.caller.GID, req) {
+		s.b.log.Info("request denied", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
+			"request", req, "right", want.String(), "tenant", tenant, "service", service)
+		s.auditf(Record{Event: EventDenied, Request: req, Right: want.String(), Tenant: tenant, Service: service, Code: code})
+	} else {
+		s.b.stats.suppressed.Add(1)
+	}
 	where := tenant
 	if service != "" {
 		where += "/" + service

@@ -223,6 +223,19 @@ func limitDefaults(cfg *Config) {
 		cfg.FrameTimeout = 0
 	}
 	cfg.IdleTimeout = max(cfg.IdleTimeout, 0)
+	switch {
+	case cfg.AuditMaxSize == 0:
+		cfg.AuditMaxSize = DefaultAuditMaxSize
+	case cfg.AuditMaxSize < 0:
+		cfg.AuditMaxSize = 0
+	}
+	def(&cfg.AuditKeep, DefaultAuditKeep)
+	switch {
+	case cfg.AuditCoalesce == 0:
+		cfg.AuditCoalesce = DefaultAuditCoalesce
+	case cfg.AuditCoalesce < 0:
+		cfg.AuditCoalesce = 0
+	}
 	cfg.ReservedConnections = min(cfg.ReservedConnections, cfg.MaxConnections-1)
 }
 

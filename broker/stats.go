@@ -39,11 +39,14 @@ type counters struct {
 	damaged       atomic.Uint64 // service files quarantined at run time
 	probeEvents   atomic.Uint64
 	fdRefused     atomic.Uint64 // connections and services refused to keep the descriptor reserve
+	auditRefused  atomic.Uint64 // requests refused by strict audit
+	suppressed    atomic.Uint64 // denials not recorded one by one (see flood)
 }
 
 // auditEvents are the events the audit log records.
 var auditEvents = []string{
 	EventConnect, EventDisconnect, EventFilePath, EventWrite, EventReport, EventDenied, EventAdmin, EventFileAccess,
+	EventSuppressed, EventAuditLost,
 }
 
 func (c *counters) init() {

@@ -15,6 +15,10 @@ func limitFlags() []ucli.Flag {
 		&ucli.Int64Flag{Name: "max-buffered-per-uid", Value: broker.DefaultMaxBufferedPerUID, Usage: "`BYTES` one uid may have buffered in incomplete requests and unread replies (-1: none)"},
 		&ucli.IntFlag{Name: "max-subscriptions-per-uid", Value: broker.DefaultMaxSubscriptionsPerUID, Usage: "subscriptions one uid may hold (-1: none)"},
 		&ucli.IntFlag{Name: "fd-reserve", Value: broker.DefaultFDReserve, Usage: "descriptors new services may not take: kept for connections (half), root's connections and files passed by GetServiceFilePath"},
+		&ucli.Int64Flag{Name: "audit-max-size", Value: broker.DefaultAuditMaxSize, Usage: "rotate the audit log when it would pass this many `BYTES` (-1: never)"},
+		&ucli.IntFlag{Name: "audit-keep", Value: broker.DefaultAuditKeep, Usage: "rotated audit logs kept (audit.log.1 ...; -1: none)"},
+		&ucli.DurationFlag{Name: "audit-coalesce", Value: broker.DefaultAuditCoalesce, Usage: "per uid and interval, record the first denials in full and the rest as one summary (-1s: every denial in full)"},
+		&ucli.BoolFlag{Name: "audit-strict", Usage: "refuse audited requests (writes, creations, GetServiceFilePath) while the audit log cannot be written"},
 		&ucli.IntFlag{Name: "max-filter-names-per-uid", Value: broker.DefaultMaxFilterNamesPerUID, Usage: "variable names one uid may hold in subscription filters (-1: none)"},
 	}
 }
@@ -29,4 +33,8 @@ func limitConfig(c *ucli.Context, cfg *broker.Config) {
 	cfg.MaxSubscriptionsPerUID = c.Int("max-subscriptions-per-uid")
 	cfg.MaxFilterNamesPerUID = c.Int("max-filter-names-per-uid")
 	cfg.FDReserve = c.Int("fd-reserve")
+	cfg.AuditMaxSize = c.Int64("audit-max-size")
+	cfg.AuditKeep = c.Int("audit-keep")
+	cfg.AuditCoalesce = c.Duration("audit-coalesce")
+	cfg.AuditStrict = c.Bool("audit-strict")
 }

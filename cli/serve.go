@@ -28,7 +28,7 @@ func serveCommand() *ucli.Command {
 		Name:  "serve",
 		Usage: "run the broker",
 		Description: "Serves the commy protocol on a Unix socket until SIGINT or SIGTERM (graceful: stop accepting,\n" +
-			"finish in-flight requests, flush the audit log, remove the socket file). SIGHUP reloads the policy.\n" +
+			"finish in-flight requests, flush the audit log, remove the socket file). SIGHUP reloads the policy; SIGUSR1 reopens the audit log (logrotate).\n" +
 			"Under systemd it serves the sockets a socket unit passes (LISTEN_FDS; --socket is then ignored and\n" +
 			"the socket file left to systemd) and reports readiness, reloads, status and watchdog pings through\n" +
 			"NOTIFY_SOCKET (Type=notify, WatchdogSec=). With --backend memfd it keeps every tenant and service in the\n" +
@@ -99,7 +99,7 @@ func serve(c *ucli.Context) error {
 	// Registered first so that a SIGTERM during a long recovery still stops
 	// the broker gracefully.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
 	inherited, stored, err := systemdFDs()
@@ -256,6 +256,11 @@ func serveUntilSignal(b *broker.Broker, ls []net.Listener, sigs <-chan os.Signal
 			}
 			return err
 		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				b.ReopenAudit()
+				log.Info("SIGUSR1: audit log reopened")
+				continue
+			}
 			if sig == syscall.SIGHUP {
 				n.notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=reloading the policy")
 				note := reloadPolicy(b, policyFile, log)

@@ -223,6 +223,9 @@ on shutdown, and WATCHDOG=1 at half of WATCHDOG_USEC (sd_notify(3)).
 **SIGHUP**
 : **commy serve** reloads the **--policy** file; a broken file keeps the previous policy and logs why.
 
+**SIGUSR1**
+: **commy serve** reopens the audit log at its path, after logrotate moved it.
+
 # FILES
 
 */run/commy/commy.sock*

@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/commy/commy/ipc"
+)
+
+// Denial coalescing defaults: per uid and interval, the first
+// DefaultAuditBurst denials are recorded in full, the rest counted in one
+// summary record and one log line at the end of the interval.
+const (
+	DefaultAuditCoalesce = 10 * time.Second
+	DefaultAuditBurst    = 10
+)
+
+// flood coalesces one uid's repeated denials. It is safe for concurrent
+// use.
+type flood struct {
+	interval time.Duration // 0: every denial in full
+	burst    int
+
+	mu   sync.Mutex
+	uids map[uint32]*floodWindow
+}
+
+type floodWindow struct {
+	start      time.Time
+	n          int    // denials in this window
+	suppressed uint64 // of which not recorded
+	gid        uint32
+	last       string // the last suppressed request, for the summary
+}
+
+// allow reports whether a denial of uid is recorded in full.
+func (f *flood) allow(uid, gid uint32, req string) bool {
+	if f.interval <= 0 {
+		return true
+	}
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.uids[uid]
+	if w == nil {
+		if f.uids == nil {
+			f.uids = map[uint32]*floodWindow{}
+		}
+		w = &floodWindow{start: now, gid: gid}
+		f.uids[uid] = w
+	}
+	w.n++
+	if w.n <= f.burst {
+		return true
+	}
+	w.suppressed++
+	w.last = req
+	return false
+}
+
+// floodSummary is one uid's suppressed denials in an ended window.
+type floodSummary struct {
+	uid, gid   uint32
+	suppressed uint64
+	last       string
+}
+
+// take ends the windows older than the interval (all with force) and
+// returns those that suppressed something, by uid.
+func (f *flood) take(force bool) []floodSummary {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []floodSummary
+	for _, uid := range slices.Sorted(maps.Keys(f.uids)) {
+		w := f.uids[uid]
+		if !force && now.Sub(w.start) < f.interval {
+			continue
+		}
+		if w.suppressed > 0 {
+			out = append(out, floodSummary{uid: uid, gid: w.gid, suppressed: w.suppressed, last: w.last})
+		}
+		delete(f.uids, uid)
+	}
+	return out
+}
+
+// runFlood writes the summaries of ended windows until stop closes, then
+// those of every window.
+func (b *Broker) runFlood(stop <-chan struct{}) {
+	t := time.NewTicker(b.flood.interval / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			b.floodSummaries(false)
+		case <-stop:
+			b.floodSummaries(true)
+			return
+		}
+	}
+}
+
+func (b *Broker) floodSummaries(force bool) {
+	for _, s := range b.flood.take(force) {
+		uid, gid := s.uid, s.gid
+		b.log.Warn("requests denied, not logged one by one", "uid", uid, "denials", s.suppressed, "last_request", s.last,
+			"interval", b.flood.interval)
+		b.logAudit(Record{Event: EventSuppressed, UID: &uid, GID: &gid, Count: s.suppressed, Request: s.last, Code: "PERMISSION_DENIED",
+			Reason: fmt.Sprintf("denials beyond %d per %v", b.flood.burst, b.flood.interval)})
+	}
+}
+
+// strictAuditRefuses reports, in strict audit mode, why a request that is
+// audited must be refused while the audit log cannot be written.
+func (s *session) strictAuditRefuses(m ipc.Message) error {
+	if !s.b.cfg.AuditStrict || !s.b.audit.Failing() {
+		return nil
+	}
+	switch m.(type) {
+	case *ipc.CreateTenant, *ipc.DeleteTenant, *ipc.CreateService, *ipc.DeleteService, *ipc.AllocateVariable,
+		*ipc.DeallocateVariable, *ipc.WriteVariable, *ipc.ReportVariableChanges, *ipc.GetServiceFilePath:
+		s.b.stats.auditRefused.Add(1)
+		return fmt.Errorf("%w: the audit log cannot be written and the broker runs with strict audit", ipc.ErrNoSpace)
+	}
+	return nil
+}
