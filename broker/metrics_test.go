@@ -374,7 +374,7 @@ func TestMetricsWorkload(t *testing.T) {
 	equalSeries(t, "commy_audit_events_total", f.series("commy_audit_events_total"), map[string]float64{
 		"event=connect": 3, "event=disconnect": 0, "event=get_service_file_path": 0, "event=denied": 0,
 		"event=write_variable": writes, "event=report_variable_changes": reports, "event=file_access": 0,
-		"event=admin": 2 + 2 + vars + 1 + 1, // tenants, services, variables, the policy reload
+		"event=admin":      2 + 2 + vars + 1 + 1, // tenants, services, variables, the policy reload
 		"event=suppressed": 0, "event=audit_lost": 0,
 	})
 	if got := f.value("commy_audit_write_errors_total", ""); got != 0 {
