@@ -7,7 +7,7 @@ PKGS     := ./...
 FUZZTIME ?= 20s
 SOCKET   ?=
 
-.PHONY: all build release run test vet fuzz bench bench-compare generate check-generate clean
+.PHONY: all build release run test vet stress fuzz bench bench-compare generate check-generate clean
 
 all: build
 
@@ -37,6 +37,13 @@ vet:
 
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# The multi-process stress test (client's TestStress: a writer, a reader
+# process on its mapping, the broker killed with SIGKILL every 1.5 s) for
+# STRESS_TIME; `make test` runs it for 3 s.
+STRESS_TIME ?= 2m
+stress:
+	COMMY_STRESS=$(STRESS_TIME) $(GO) test -race -count=1 -timeout 0 -run '^TestStress$$' -v ./client
 
 # Each fuzz target runs for FUZZTIME.
 fuzz:

@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testutil.Main(m, testutil.Children{"nomap": noMapChild})
+	testutil.Main(m, testutil.Children{"nomap": noMapChild, "stress-broker": stressBrokerChild, "stress-reader": stressReaderChild})
 }
 
 // harness is a broker serving on a real socket in a temporary directory.
