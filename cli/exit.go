@@ -78,8 +78,10 @@ func exitOfCode(code string) int {
 const (
 	CodeUsage       = "USAGE"
 	CodeUnreachable = "BROKER_UNREACHABLE"
-	CodeBadValue    = "INVALID_VALUE"
-	CodeFailed      = "FAILED"
+	// CodeUntrustedSocket: the socket belongs to neither root nor the caller.
+	CodeUntrustedSocket = "UNTRUSTED_SOCKET"
+	CodeBadValue        = "INVALID_VALUE"
+	CodeFailed          = "FAILED"
 )
 
 // cliError is a failure found by commy itself, with its code and class.

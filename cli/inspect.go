@@ -29,7 +29,8 @@ func jsonFlag() *ucli.BoolFlag {
 func dial(c *ucli.Context) (*client.Client, error) {
 	path, err := socketOf(c)
 	if err != nil {
-		return nil, err
+		return nil, &cliError{code: CodeUnreachable, exit: ExitUnreachable, err: err,
+			msg: fmt.Sprintf("no default socket: %v", err)}
 	}
 	if err := notSocket(path); err != nil {
 		return nil, err
@@ -37,7 +38,8 @@ func dial(c *ucli.Context) (*client.Client, error) {
 	// A socket that another user put in the way would see every request,
 	// values and all.
 	if err := paths.CheckSocket(path, os.Getuid()); errors.Is(err, paths.ErrInsecure) && !anySocketOwner(c) {
-		return nil, fmt.Errorf("%w (--any-socket-owner dials it anyway)", err)
+		return nil, &cliError{code: CodeUntrustedSocket, exit: ExitPermission, err: err,
+			msg: fmt.Sprintf("%v (--any-socket-owner dials it anyway)", err)}
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()

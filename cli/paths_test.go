@@ -106,7 +106,7 @@ func TestDialChecksSocketOwner(t *testing.T) {
 	dialBroker(t, sock).Close()
 
 	code, _, stderr := commy(t, "--socket", sock, "tenants")
-	if code == 0 || !strings.Contains(stderr, "belongs to uid 65534") || !strings.Contains(stderr, "--any-socket-owner") {
+	if code != ExitPermission || !strings.Contains(stderr, "belongs to uid 65534") || !strings.Contains(stderr, "--any-socket-owner") {
 		t.Errorf("tenants on a socket of uid 65534: exit %d, stderr %q", code, stderr)
 	}
 	if code, _, stderr := commy(t, "tenants", "--any-socket-owner", "--socket", sock); code != 0 {
