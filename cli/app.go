@@ -13,7 +13,9 @@ import (
 // App returns the commy command-line application.
 func App() *ucli.App {
 	app := &ucli.App{
-		Flags:   []ucli.Flag{socketFlag(), jsonFlag(), trustSocketFlag()},
+		// ucli.HelpFlag by hand: urfave/cli adds it only along with its own
+		// help command, which helpCommand replaces.
+		Flags:   []ucli.Flag{socketFlag(), jsonFlag(), trustSocketFlag(), ucli.HelpFlag},
 		Name:    "commy",
 		Usage:   "same-host IPC broker with a shared-memory fast path",
 		Version: versionString(),
@@ -25,7 +27,7 @@ func App() *ucli.App {
 			getCommand(), setCommand(), watchCommand(), statsCommand(),
 			createCommand(), deleteCommand(), allocCommand(), deallocCommand(),
 			auditCommand(), benchCommand(), bridgeCommand(),
-			versionCommand(), completionCommand(),
+			versionCommand(), completionCommand(), helpCommand(),
 			manCommand(),
 		},
 		EnableBashCompletion: true,
@@ -52,6 +54,26 @@ func App() *ucli.App {
 		cmd.OnUsageError = onUsageError
 	}
 	return app
+}
+
+// helpCommand is `commy help [COMMAND]`.
+func helpCommand() *ucli.Command {
+	return &ucli.Command{
+		Name: "help", Aliases: []string{"h"}, Usage: "show the commands, or one command's flags and arguments", ArgsUsage: "[COMMAND]",
+		Action: func(c *ucli.Context) error {
+			a, err := args(c, 0, 1)
+			if err != nil {
+				return err
+			}
+			if len(a) == 0 {
+				return ucli.ShowAppHelp(c)
+			}
+			if cmd := c.App.Command(a[0]); cmd == nil || cmd.Hidden {
+				return usagef("unknown command %q; `commy help` lists the commands", a[0])
+			}
+			return ucli.ShowCommandHelp(c.Lineage()[1], a[0]) // the root, whose subcommands are the commands
+		},
+	}
 }
 
 // onUsageError turns urfave/cli's flag errors into usage errors (exit 64).

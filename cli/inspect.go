@@ -288,7 +288,7 @@ func getCommand() *ucli.Command {
 					return err
 				}
 				defer m.Close()
-				if !m.Local() {
+				if !m.Local() && !c.Bool("json") {
 					fmt.Fprintln(c.App.ErrWriter, "commy: no map right: read over the socket")
 				}
 				data, v, err = m.Read(a[1], nil)

@@ -43,7 +43,9 @@ func manPage() ([]byte, error) {
 	b.WriteString("**commy --version**\n\n# DESCRIPTION\n\n" + app.Description + "\n\n" + manConventions)
 	b.WriteString("\n# GLOBAL OPTIONS\n\nThese are accepted before the command name and, except **--version**, after it too.\n\n")
 	for _, f := range app.Flags {
-		manFlag(&b, f)
+		if f.Names()[0] != "help" {
+			manFlag(&b, f)
+		}
 	}
 	b.WriteString("**--version**, **-v**\n: Print the version, commit, protocol version and Go version.\n\n")
 	b.WriteString("**--help**, **-h**\n: Print help; after a command, that command's.\n\n# COMMANDS\n\n")
