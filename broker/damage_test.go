@@ -219,3 +219,35 @@ func TestRecoverDeletedMark(t *testing.T) {
 		t.Fatalf("its file: %v", err)
 	}
 }
+
+// TestRestoreDeletedMark: a memfd in the fd store marked deleted (the broker
+// died between marking it and dropping it from the store) is dropped from
+// the store at the next start, not served again and not counted as an error.
+func TestRestoreDeletedMark(t *testing.T) {
+	f, err := shm.CreateMemfd("acme", "gone", shm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.MarkDeleted()
+	ro, err := f.OpenReadOnly()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newFDStore(t)
+	store.Store("commy-tenant/acme", ro)
+	store.Store("commy-service/acme/gone/1", ro)
+	ro.Close()
+	h := start(t, broker.Config{Backend: broker.BackendMemfd, FDStore: store, Restore: store.passed()})
+	if rep := h.raw(t, true).do(&ipc.GetService{TenantID: "acme", ServiceName: "gone"}); code(rep) != "SERVICE_NOT_FOUND" {
+		t.Fatalf("a service marked deleted came back: %v", rep)
+	}
+	for _, n := range store.names() {
+		if strings.HasPrefix(n, "commy-service/") {
+			t.Fatalf("still stored: %v", store.names())
+		}
+	}
+	if n := newScraper(t, h.b, false).scrape().value("commy_recover_errors_total", ""); n != 0 {
+		t.Errorf("%v recover errors", n)
+	}
+}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -157,6 +158,13 @@ func (b *Broker) restore() {
 
 func (b *Broker) restoreService(fd StoredFD, tenantOf func(string) *tenant) {
 	f, err := shm.RestoreMemfd(fd.File)
+	if errors.Is(err, shm.ErrServiceDeleted) {
+		// The broker died between marking the service deleted and dropping
+		// it from the store: finish the deletion.
+		b.log.Info("fd store: dropping a deleted service", "name", fd.Name)
+		b.unstore(fd.Name)
+		return
+	}
 	var tn, sn string
 	if err == nil {
 		tn, sn = f.Names()

@@ -209,8 +209,10 @@ func (m *Mapping) File() FileInfo {
 
 // Read copies the named value into dst (grown if too small) and returns it
 // with its version. A missing variable is an error matching
-// ErrVariableNotFound; a value that kept changing during the read matches
-// ErrBusy, a damaged file ErrCorrupt.
+// ErrVariableNotFound; a value that kept changing during the read (or that a
+// killed broker left mid-change, until it restarts) matches ErrBusy, a
+// damaged file ErrCorrupt, a deleted service ErrServiceDeleted (and
+// ErrServiceNotFound).
 func (m *Mapping) Read(name string, dst []byte) ([]byte, uint64, error) {
 	return m.read(context.Background(), name, dst)
 }
