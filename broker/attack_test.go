@@ -302,6 +302,26 @@ func TestAttackConnectionSlots(t *testing.T) {
 		if u := usageOf(h.b, testutil.Nobody); u.Connections != 20 || u.Refused["connections"] != 10 {
 			t.Fatalf("usage: %+v", u)
 		}
+		// Stats and the metrics show it against the limit.
+		found := false
+		for _, l := range h.b.Stats().Limits {
+			if l.Scope == "uid" && l.ID == fmt.Sprint(testutil.Nobody) && l.Limit == "connections" {
+				found = l.Used == 20 && l.Max == 20 && l.Refused == 10
+			}
+		}
+		if !found {
+			t.Fatalf("Stats.Limits: %+v", h.b.Stats().Limits)
+		}
+		f := newScraper(t, h.b, false).scrape()
+		if v := f.value("commy_uid_usage", fmt.Sprintf("limit=connections,uid=%d", testutil.Nobody)); v != 20 {
+			t.Fatalf("commy_uid_usage %v", v)
+		}
+		if v := f.value("commy_uid_limit", "limit=connections"); v != 20 {
+			t.Fatalf("commy_uid_limit %v", v)
+		}
+		if v := f.value("commy_quota_refusals_total", "limit=connections"); v != 10 {
+			t.Fatalf("commy_quota_refusals_total %v", v)
+		}
 	})
 	t.Run("root-reserve", func(t *testing.T) {
 		h := start(t, broker.Config{MaxConnections: 40, ReservedConnections: 8, MaxConnectionsPerUID: 100})

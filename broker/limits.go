@@ -50,10 +50,11 @@ type userLimits struct {
 // counted but never refused, so an operator can always connect and inspect.
 // It is safe for concurrent use.
 type users struct {
-	mu   sync.Mutex
-	m    map[uint32]*account
-	lim  userLimits
-	self uint32
+	mu           sync.Mutex
+	m            map[uint32]*account
+	refusedTotal map[string]uint64 // by limit, over every uid ever
+	lim          userLimits
+	self         uint32
 }
 
 // account is one uid's account. Its counters are guarded by users.mu.
@@ -69,7 +70,7 @@ type account struct {
 }
 
 func newUsers(lim userLimits, self uint32) *users {
-	return &users{m: map[uint32]*account{}, lim: lim, self: self}
+	return &users{m: map[uint32]*account{}, refusedTotal: map[string]uint64{}, lim: lim, self: self}
 }
 
 // privileged reports whether uid keeps reserved room: root and the broker's
@@ -99,6 +100,7 @@ func (us *users) connect(uid uint32) (*account, error) {
 func (us *users) refuse(uid uint32, limit string) {
 	us.mu.Lock()
 	defer us.mu.Unlock()
+	us.refusedTotal[limit]++
 	if u := us.m[uid]; u != nil {
 		u.refused[limit]++
 	}
@@ -121,6 +123,7 @@ func (u *account) disconnect() {
 func (u *account) chargeLocked(limit string, have *int64, n, max int64) error {
 	if !u.privileged && max > 0 && *have+n > max {
 		u.refused[limit]++
+		u.us.refusedTotal[limit]++
 		return fmt.Errorf("%w: %s of uid %d: %d held, %d more asked, limit %d", ipc.ErrQuotaExceeded, limit, u.uid, *have, n, max)
 	}
 	*have += n

@@ -121,6 +121,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
 		ch <- d
 	}
+	for _, d := range limitDescs {
+		ch <- d
+	}
 	if c.b.latency != nil {
 		c.b.latency.vec.Describe(ch)
 	}
@@ -189,6 +192,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descProbe, active, ps.AttachPoint)
 	counter(descProbeEvents, st.probeEvents.Load())
 	counter(descProbeLost, ps.Lost)
+
+	b.collectLimits(gauge, counter)
 
 	if b.latency != nil {
 		b.latency.vec.Collect(ch)

@@ -133,6 +133,14 @@ type quotaState struct {
 	mu       sync.Mutex
 	tenants  map[string]*tenantUse
 	totalShm int64
+	refused  map[string]uint64 // by limit, over every tenant ever
+}
+
+func (qs *quotaState) refusedTotalLocked(limit string) {
+	if qs.refused == nil {
+		qs.refused = map[string]uint64{}
+	}
+	qs.refused[limit]++
 }
 
 func (qs *quotaState) useLocked(tenant string) *tenantUse {
@@ -167,10 +175,12 @@ func (b *Broker) charge(tenant, limit string, n int64, force bool) error {
 	if !force && n > 0 {
 		if max >= 0 && *have+n > max {
 			u.refused[limit]++
+			qs.refusedTotalLocked(limit)
 			return fmt.Errorf("%w: %s of tenant %s: %d held, %d more asked, limit %d", ipc.ErrQuotaExceeded, limit, tenant, *have, n, max)
 		}
 		if limit == limitShmBytes && q.TotalShmBytes >= 0 && qs.totalShm+n > q.TotalShmBytes {
 			u.refused[limitTotalShm]++
+			qs.refusedTotalLocked(limitTotalShm)
 			return fmt.Errorf("%w: %s of the broker: %d held, %d more asked, limit %d", ipc.ErrQuotaExceeded, limitTotalShm, qs.totalShm, n, q.TotalShmBytes)
 		}
 	}
@@ -268,6 +278,7 @@ func (b *Broker) checkCreate(tenant string) error {
 	u := b.quota.useLocked(tenant)
 	if tq.Services >= 0 && u.services+1 > tq.Services {
 		u.refused[limitServices]++
+		b.quota.refusedTotalLocked(limitServices)
 		b.quota.mu.Unlock()
 		return fmt.Errorf("%w: %s of tenant %s: %d held, limit %d", ipc.ErrQuotaExceeded, limitServices, tenant, u.services, tq.Services)
 	}

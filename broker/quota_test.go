@@ -87,6 +87,19 @@ func TestAttackTenantQuotas(t *testing.T) {
 			if files > shmLimit || total != files {
 				t.Fatalf("service files of evil: %d bytes, accounted %d, limit %d", files, total, shmLimit)
 			}
+			f := newScraper(t, h.b, false).scrape()
+			if v := f.value("commy_tenant_usage", "limit=services,tenant=evil"); v != 3 {
+				t.Fatalf("commy_tenant_usage services %v", v)
+			}
+			if v := f.value("commy_tenant_limit", "limit=shm_bytes,tenant=evil"); v != shmLimit {
+				t.Fatalf("commy_tenant_limit shm_bytes %v", v)
+			}
+			if v := f.value("commy_quota_refusals_total", "limit=shm_bytes"); v < 2 {
+				t.Fatalf("commy_quota_refusals_total shm_bytes %v", v)
+			}
+			if v := f.value("commy_shm_reserved_bytes", ""); v != float64(total) {
+				t.Fatalf("commy_shm_reserved_bytes %v, want %d", v, total)
+			}
 			// Another tenant has its own quota and is served.
 			for i := 0; i < 5; i++ {
 				seedService(t, h, "good", fmt.Sprint("s", i))

@@ -148,6 +148,7 @@ func (b *Broker) Stats() *ipc.Stats {
 		AuditEvents:         snapshot(b.stats.audit),
 		PolicyReloads:       b.stats.reloads.Load(),
 		PolicyReloadErrors:  b.stats.reloadErrors.Load(),
+		Limits:              b.limitUsage(),
 	}
 	b.stats.requestCounts(func(kind, outcome string, n uint64) {
 		st.Requests[kind] += n

@@ -543,6 +543,9 @@ func statsCommand() *ucli.Command {
 			for _, k := range slices.Sorted(maps.Keys(st.AuditEvents)) {
 				rows = append(rows, []string{"audit_events." + k, fmt.Sprint(st.AuditEvents[k])})
 			}
+			for _, l := range st.Limits {
+				rows = append(rows, []string{limitFigure(l), limitValue(c, l)})
+			}
 			return table(c.App.Writer, "FIGURE\tVALUE", rows)
 		}),
 	}

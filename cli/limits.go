@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/client"
 	ucli "github.com/urfave/cli/v2"
 )
 
@@ -37,4 +41,31 @@ func limitConfig(c *ucli.Context, cfg *broker.Config) {
 	cfg.AuditKeep = c.Int("audit-keep")
 	cfg.AuditCoalesce = c.Duration("audit-coalesce")
 	cfg.AuditStrict = c.Bool("audit-strict")
+}
+
+// limitFigure names a limit in the stats table: limits.<scope>[.<id>].<limit>.
+func limitFigure(l client.LimitUsage) string {
+	parts := []string{"limits", l.Scope}
+	if l.ID != "" {
+		parts = append(parts, l.ID)
+	}
+	return strings.Join(append(parts, l.Limit), ".")
+}
+
+// limitValue is "used/max", "used/-" without a limit, and the refusals.
+func limitValue(c *ucli.Context, l client.LimitUsage) string {
+	num := func(v int64) string {
+		if strings.HasSuffix(l.Limit, "bytes") && v >= 0 {
+			return size(c, uint64(v))
+		}
+		return fmt.Sprint(v)
+	}
+	out := num(l.Used) + "/-"
+	if l.Max >= 0 {
+		out = num(l.Used) + "/" + num(l.Max)
+	}
+	if l.Refused > 0 {
+		out += fmt.Sprintf(" (refused %d)", l.Refused)
+	}
+	return out
 }

@@ -69,6 +69,18 @@ type Stats struct {
 	Probe               string                       `json:"probe"` // the eBPF probe's state, "" when off
 	ProbeEvents         uint64                       `json:"probe_events"`
 	ProbeLost           uint64                       `json:"probe_lost"`
+	Limits              []LimitUsage                 `json:"limits"` // resources against their limits; never nil
+}
+
+// LimitUsage is one resource's use against its limit (see docs/security.md,
+// "Resources").
+type LimitUsage struct {
+	Scope   string `json:"scope"` // "broker", "uid" or "tenant"
+	ID      string `json:"id"`    // the uid or tenant id; "" for the broker
+	Limit   string `json:"limit"` // as QUOTA_EXCEEDED names it
+	Used    int64  `json:"used"`
+	Max     int64  `json:"max"` // -1: no limit
+	Refused uint64 `json:"refused"`
 }
 
 func welcomeOf(w ipc.Welcome) Welcome {
@@ -96,5 +108,14 @@ func statsOf(s *ipc.Stats) *Stats {
 		AuditEvents: nonNil(s.AuditEvents), AuditErrors: s.AuditErrors,
 		PolicyReloads: s.PolicyReloads, PolicyReloadErrors: s.PolicyReloadErrors,
 		Probe: s.Probe, ProbeEvents: s.ProbeEvents, ProbeLost: s.ProbeLost,
+		Limits: limitsOf(s.Limits),
 	}
+}
+
+func limitsOf(in []ipc.LimitUsage) []LimitUsage {
+	out := make([]LimitUsage, len(in))
+	for i, l := range in {
+		out[i] = LimitUsage{Scope: l.Scope, ID: l.ID, Limit: l.Limit, Used: l.Used, Max: l.Max, Refused: l.Refused}
+	}
+	return out
 }

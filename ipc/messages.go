@@ -312,6 +312,17 @@ type Stats struct {
 	AuditEvents         map[string]uint64            `cbor:"audit_events,omitempty"`
 	PolicyReloads       uint64                       `cbor:"policy_reloads,omitempty"`
 	PolicyReloadErrors  uint64                       `cbor:"policy_reload_errors,omitempty"`
+	Limits              []LimitUsage                 `cbor:"limits,omitempty"`
+}
+
+// LimitUsage is one resource's use against its limit, in Stats.
+type LimitUsage struct {
+	Scope   string `cbor:"scope"`        // "broker", "uid" or "tenant"
+	ID      string `cbor:"id,omitempty"` // the uid or tenant id
+	Limit   string `cbor:"limit"`        // as QUOTA_EXCEEDED names it
+	Used    int64  `cbor:"used"`
+	Max     int64  `cbor:"max"` // -1: no limit
+	Refused uint64 `cbor:"refused,omitempty"`
 }
 
 // Error answers a request that failed.
