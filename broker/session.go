@@ -54,8 +54,10 @@ type session struct {
 	wbuf    []byte
 	readBuf []byte
 	vers    []uint64
-	code    string // error code of the request being handled, "" for none
-	wcharge int    // bytes of wbuf charged to user
+	code    string     // error code of the request being handled, "" for none
+	owed    []*session // outboxes this session must deliver (payOwed)
+	sc      scratch
+	wcharge int // bytes of wbuf charged to user
 
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
@@ -209,7 +211,9 @@ func (s *session) readLoop() {
 			return
 		}
 		s.received(body)
-		if err := s.handleFrame(body); err != nil {
+		err = s.handleFrame(body)
+		s.payOwed()
+		if err != nil {
 			return
 		}
 		if !s.conn.Buffered() || len(s.wbuf) >= 64<<10 {

@@ -41,9 +41,7 @@ type service struct {
 
 	pending chan struct{} // guarded by Broker.mu; see tenant
 
-	// notify's scratch space, under mu
-	batch   []*pending
-	scratch []byte
+	sc scratch // notify's, under mu
 }
 
 // settleLocked ends a pending state: whoever waits for it tries again.

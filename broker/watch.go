@@ -43,10 +43,10 @@ func newOutbox() outbox {
 }
 
 // push queues a notice; it never blocks. It reports whether it merged, and
-// returns the queue to write when the caller may write it at once (nothing
-// being written, nothing handed to the writer): the caller then owns the
-// outbox until it calls release.
-func (o *outbox) push(service string, frame []byte, names []string, vers []uint64, into []*pending) (bool, []*pending) {
+// whether the caller may write the queue itself (nothing being written,
+// nothing handed to the writer): the caller then owns the outbox and must
+// call deliver, which releases it.
+func (o *outbox) push(service string, frame []byte, names []string, vers []uint64) (merged, own bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if p := o.bySvc[service]; p != nil {
@@ -66,17 +66,17 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 				p.merged[n] = vers[i]
 			}
 		}
-		return true, nil
+		return true, false
 	}
 	p := &pending{service: service, frame: frame, names: names, vers: vers}
 	o.q = append(o.q, p)
 	o.bySvc[service] = p
 	if !o.busy && len(o.rest) == 0 {
 		o.busy = true
-		return false, o.takeLocked(into)
+		return false, true
 	}
 	o.wakeLocked()
-	return false, nil
+	return false, false
 }
 
 // wakeLocked wakes the writer goroutine.
@@ -215,35 +215,71 @@ func (s *session) encode(batch []*pending, bufs net.Buffers) (net.Buffers, int, 
 	return bufs, n, size
 }
 
-// deliver writes notices the caller took from the outbox by push, at once if
-// the socket has room, else hands them to the writer goroutine. It never
-// blocks on the subscriber.
-func (s *session) deliver(batch []*pending, scratch []byte) []byte {
-	bufs, n, size := s.encode(batch, nil)
-	buf := scratch[:0]
-	for _, f := range bufs {
+// scratch is reusable space for deliver.
+type scratch struct {
+	batch []*pending
+	buf   []byte
+}
+
+// deliver writes the outbox's notices, which the caller owns by push: at
+// once if the socket has room, else it hands them to the writer goroutine.
+// It never blocks on the subscriber, and it releases the outbox.
+func (s *session) deliver(sc *scratch) {
+	s.out.mu.Lock()
+	sc.batch = s.out.takeLocked(sc.batch[:0])
+	s.out.mu.Unlock()
+	buf, n := sc.buf[:0], 0
+	for _, p := range sc.batch {
+		f, err := p.encode()
+		if err != nil {
+			s.b.log.Error("notice dropped: cannot encode", "service", p.service, "err", err)
+			continue
+		}
 		buf = append(buf, f...)
+		n++
 	}
+	clear(sc.batch)
 	ok, err := s.conn.TryWrite(buf)
 	switch {
 	case err != nil:
 		s.out.release(nil, 0)
-		s.close() // the connection is broken; the reader sees it
+		s.close() // the connection is broken; its reader sees it
 	case ok:
 		s.out.release(nil, 0)
 		s.b.stats.noticesSent.Add(uint64(n))
-		s.b.stats.bytesOut.Add(uint64(size))
+		s.b.stats.bytesOut.Add(uint64(len(buf)))
 	default:
 		s.out.release(buf, n)
 	}
+	sc.buf = buf
 	if cap(buf) > 2*ipc.MaxTryWrite {
-		return nil // not worth keeping
+		sc.buf = nil // not worth keeping
 	}
-	return buf
+}
+
+// payOwed delivers the notices the session's last request owes to other
+// sessions (see notify). Its own reply goes first when the socket takes it
+// at once, so the sender is not kept waiting behind its subscribers.
+func (s *session) payOwed() {
+	if len(s.owed) == 0 {
+		return
+	}
+	if len(s.wbuf) > 0 {
+		if ok, err := s.conn.TryWrite(s.wbuf); ok && err == nil {
+			s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
+			s.wbuf = s.wbuf[:0]
+		}
+	}
+	for i, sess := range s.owed {
+		sess.deliver(&s.sc)
+		s.owed[i] = nil
+	}
+	s.owed = s.owed[:0]
 }
 
 // notify queues a VariablesUpdated notice for every subscriber of svc but
-// the sender. The caller holds svc.mu, so notices are queued in the order the
+// the sender. Outboxes nobody is writing are the sender's to deliver, after
+// its reply (payOwed); without a sender they are delivered here. The caller holds svc.mu, so notices are queued in the order the
 // changes were applied. The notice is encoded once for all subscribers that
 // take every variable.
 func (b *Broker) notify(svc *service, sender *session, names []string, vers []uint64) {
@@ -260,14 +296,12 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 					return
 				}
 			}
-			merged, now := sess.out.push(svc.id, frame, names, vers, svc.batch[:0])
+			merged, own := sess.out.push(svc.id, frame, names, vers)
 			if merged {
 				b.stats.noticesMerged.Add(1)
 			}
-			if now != nil {
-				svc.scratch = sess.deliver(now, svc.scratch)
-				svc.batch = now[:0]
-				clear(now)
+			if own {
+				owe(svc, sender, sess)
 			}
 			continue
 		}
@@ -281,16 +315,24 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 		if len(fn) == 0 {
 			continue
 		}
-		merged, now := sess.out.push(svc.id, nil, fn, fv, svc.batch[:0])
+		merged, own := sess.out.push(svc.id, nil, fn, fv)
 		if merged {
 			b.stats.noticesMerged.Add(1)
 		}
-		if now != nil {
-			svc.scratch = sess.deliver(now, svc.scratch)
-			svc.batch = now[:0]
-			clear(now)
+		if own {
+			owe(svc, sender, sess)
 		}
 	}
+}
+
+// owe makes sender deliver sess's notices after its reply, or delivers them
+// now when there is no sender. The caller holds svc.mu.
+func owe(svc *service, sender, sess *session) {
+	if sender == nil {
+		sess.deliver(&svc.sc)
+		return
+	}
+	sender.owed = append(sender.owed, sess)
 }
 
 // subscription is one session's interest in one service.

@@ -20,18 +20,25 @@ func woken(o *outbox) bool {
 // frames the notifier could not write go out before them.
 func TestOutboxDirect(t *testing.T) {
 	o := newOutbox()
-	merged, now := o.push("a", []byte("A1"), []string{"x"}, []uint64{1}, nil)
-	if merged || len(now) != 1 || now[0].service != "a" {
-		t.Fatalf("idle outbox: merged %v, to write now %v", merged, now)
+	merged, own := o.push("a", []byte("A1"), []string{"x"}, []uint64{1})
+	if merged || !own {
+		t.Fatalf("idle outbox: merged %v, own %v", merged, own)
 	}
 	if woken(&o) {
 		t.Fatal("the writer goroutine was woken for a notice the notifier writes")
 	}
+	// The notifier takes what it writes (deliver).
+	o.mu.Lock()
+	now := o.takeLocked(nil)
+	o.mu.Unlock()
+	if len(now) != 1 || now[0].service != "a" {
+		t.Fatalf("the notifier took %v", now)
+	}
 	// While the notifier writes, another notice queues, then merges.
-	if _, now := o.push("b", []byte("B1"), []string{"y"}, []uint64{1}, nil); now != nil {
+	if _, own := o.push("b", []byte("B1"), []string{"y"}, []uint64{1}); own {
 		t.Fatal("a second writer was let in")
 	}
-	if merged, _ := o.push("b", []byte("B2"), []string{"y"}, []uint64{2}, nil); !merged {
+	if merged, _ := o.push("b", []byte("B2"), []string{"y"}, []uint64{2}); !merged {
 		t.Fatal("no merge while busy")
 	}
 	// The writer goroutine cannot take the outbox while the notifier has it.
@@ -55,7 +62,7 @@ func TestOutboxDirect(t *testing.T) {
 		t.Fatalf("merged notice %+v", batch[0])
 	}
 	// While the writer has the outbox, notifiers queue.
-	if _, now := o.push("c", []byte("C1"), []string{"z"}, []uint64{1}, nil); now != nil {
+	if _, own := o.push("c", []byte("C1"), []string{"z"}, []uint64{1}); own {
 		t.Fatal("a notifier wrote while the writer goroutine had the outbox")
 	}
 	o.release(nil, 0)
@@ -69,7 +76,7 @@ func TestOutboxDirect(t *testing.T) {
 	o.release(nil, 0)
 	// Handed-over frames keep later notices from the direct path.
 	o.release([]byte("X"), 1)
-	if _, now := o.push("d", []byte("D1"), []string{"w"}, []uint64{1}, nil); now != nil {
+	if _, own := o.push("d", []byte("D1"), []string{"w"}, []uint64{1}); own {
 		t.Fatal("a notice overtook frames waiting for the writer")
 	}
 }

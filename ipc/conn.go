@@ -89,6 +89,10 @@ type Conn struct {
 
 	// write side, guarded by wmu
 	wmu       sync.Mutex
+	tp        []byte // TryWrite's bytes, result and callback
+	tn        int
+	terr      error
+	tryFn     func(uintptr) bool
 	wtimeout  time.Duration
 	wdeadline time.Time
 
@@ -115,6 +119,7 @@ func NewConn(uc *net.UnixConn, maxFrame int, allowFDs bool) (*Conn, error) {
 		oob:  make([]byte, unix.CmsgSpace(maxFDsPerRead*4)),
 	}
 	c.readFn = c.recvmsg
+	c.tryFn = c.trySend
 	return c, nil
 }
 
@@ -502,12 +507,10 @@ func (c *Conn) TryWrite(p []byte) (bool, error) {
 	}
 	defer c.wmu.Unlock()
 	c.refreshDeadlineLocked()
-	var n int
-	var errno error
-	err := c.rc.Write(func(fd uintptr) bool {
-		n, errno = unix.SendmsgN(int(fd), p, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		return true // never wait for room: that is the caller's to do
-	})
+	c.tp = p
+	err := c.rc.Write(c.tryFn)
+	n, errno := c.tn, c.terr
+	c.tp, c.terr = nil, nil
 	switch {
 	case err != nil:
 		return false, c.wrapWriteErr(err)
@@ -519,6 +522,13 @@ func (c *Conn) TryWrite(p []byte) (bool, error) {
 		return true, c.writeLocked(p[n:], nil)
 	}
 	return true, nil
+}
+
+// trySend is the poller callback for TryWrite: one sendmsg(2) of tp that
+// does not wait for room. It never asks the poller to wait.
+func (c *Conn) trySend(fd uintptr) bool {
+	c.tn, c.terr = unix.SendmsgN(int(fd), c.tp, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	return true
 }
 
 // WriteFrames writes several frames with one system call where it can.

@@ -299,3 +299,54 @@ func TestCloseClosesReceivedFDs(t *testing.T) {
 		t.Fatal("TakeFD after Close returned a descriptor")
 	}
 }
+
+// TestTryWrite: TryWrite writes whole frames when the socket has room, and
+// otherwise, or while another write holds the connection, writes nothing
+// and says so without blocking.
+func TestTryWrite(t *testing.T) {
+	a, b := pair(t, 0, false)
+	frame := []byte{0, 0, 0, 3, 'a', 'b', 'c'}
+	if ok, err := a.TryWrite(frame); !ok || err != nil {
+		t.Fatalf("TryWrite on an empty socket: %v %v", ok, err)
+	}
+	if body, err := b.ReadFrame(); err != nil || string(body) != "abc" {
+		t.Fatalf("read %q %v", body, err)
+	}
+	if ok, _ := a.TryWrite(make([]byte, MaxTryWrite+1)); ok {
+		t.Fatal("TryWrite took more than MaxTryWrite")
+	}
+	a.wmu.Lock()
+	ok, err := a.TryWrite(frame)
+	a.wmu.Unlock()
+	if ok || err != nil {
+		t.Fatalf("TryWrite while another write holds the connection: %v %v", ok, err)
+	}
+	// Fill the socket: nobody reads b.
+	big := make([]byte, MaxTryWrite)
+	binary.BigEndian.PutUint32(big, MaxTryWrite-HeaderLen)
+	full := false
+	for i := 0; i < 10000 && !full; i++ {
+		ok, err := a.TryWrite(big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full = !ok
+	}
+	if !full {
+		t.Fatal("TryWrite never found the socket full")
+	}
+	// Every frame written is whole: read them all back.
+	a.Close()
+	for {
+		body, err := b.ReadFrame()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("after the full socket: %v", err)
+			}
+			break
+		}
+		if len(body) != MaxTryWrite-HeaderLen {
+			t.Fatalf("a frame of %d bytes", len(body))
+		}
+	}
+}
