@@ -37,8 +37,9 @@ func (b *Broker) revoke(p *Policy) {
 			if err == nil {
 				// Keyed apart from the service's notices, which never merge into it.
 				s.out.drop("ended/" + svc.id)
-				if _, now := s.out.push("ended/"+svc.id, frame, nil, nil, nil); now != nil {
-					s.deliver(now, nil)
+				if _, own := s.out.push("ended/"+svc.id, frame, nil, nil); own {
+					var sc scratch
+					s.deliver(&sc)
 				}
 			}
 			b.log.Info("subscription revoked", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
