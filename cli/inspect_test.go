@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/testutil"
 	"github.com/commy/commy/ipc"
 )
 
@@ -273,5 +274,30 @@ func TestCompletion(t *testing.T) {
 	}
 	if code, _, errOut := commy(t, "completion", "csh"); code != ExitUsage || !strings.Contains(errOut, `unknown shell "csh"`) {
 		t.Errorf("completion csh: %d %q", code, errOut)
+	}
+}
+
+// TestSocketPermission: a socket the user may not connect to exits 77 and
+// says so, not that no broker is there.
+func TestSocketPermission(t *testing.T) {
+	testutil.RequireRoot(t)
+	sock := startBroker(t)
+	if err := os.Chmod(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := testutil.Child(t, "commy", testutil.Nobody, testutil.Nobody)
+	cmd.Args = append(cmd.Args, "tenants", "--json", "--socket", sock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var e struct {
+		Code    string `json:"error_code"`
+		Message string `json:"message"`
+	}
+	if cmd.ProcessState.ExitCode() != ExitPermission || json.Unmarshal(stderr.Bytes(), &e) != nil || e.Code != "PERMISSION_DENIED" || !strings.Contains(e.Message, "no permission to connect to "+sock) {
+		t.Fatalf("tenants as nobody on a 0600 socket: %v, exit %d, stderr %q", err, cmd.ProcessState.ExitCode(), stderr.String())
 	}
 }
