@@ -25,6 +25,7 @@ type Mapping struct {
 	ix    atomic.Pointer[dirIndex]
 	fence fence
 
+	noFault     bool         // a sealed memfd: it cannot shrink, so reads need no fault guard
 	interrupted atomic.Bool  // see Interrupt
 	waitSlice   atomic.Int64 // see SetWaitSlice; 0: DefaultWaitSlice
 }
@@ -63,7 +64,7 @@ func Map(f *os.File) (*Mapping, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Mapping{f: f, mem: mem, hdr: h}, nil
+	return &Mapping{f: f, mem: mem, hdr: h, noFault: cannotShrink(f)}, nil
 }
 
 // guardFault makes a fault on the mapping (SIGBUS: the file shrank under it)
@@ -97,7 +98,9 @@ func (m *Mapping) read(name string, dst []byte) (_ []byte, _ slotInfo, err error
 	if m.mem == nil {
 		return dst, slotInfo{}, ErrClosed
 	}
-	defer guardFault(debug.SetPanicOnFault(true), &err)
+	if !m.noFault {
+		defer guardFault(debug.SetPanicOnFault(true), &err)
+	}
 	if m.deleted() {
 		return dst, slotInfo{}, ErrServiceDeleted
 	}

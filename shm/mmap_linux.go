@@ -74,6 +74,13 @@ func sealMemfd(f *os.File) error {
 	return nil
 }
 
+// cannotShrink reports whether f is sealed with F_SEAL_SHRINK (a memfd of the
+// memfd backend), so that a mapping of it can never fault.
+func cannotShrink(f *os.File) bool {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	return err == nil && seals&unix.F_SEAL_SHRINK != 0
+}
+
 // checkMemfd fails unless f is a memfd that allows sealing: F_GET_SEALS
 // fails on anything else.
 func checkMemfd(f *os.File) error {

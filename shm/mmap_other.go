@@ -16,3 +16,5 @@ func reserve(*os.File, uint64, uint64) error        { return ErrNotSupported }
 func memfdCreate(string) (*os.File, error)          { return nil, ErrNotSupported }
 func sealMemfd(*os.File) error                      { return ErrNotSupported }
 func checkMemfd(*os.File) error                     { return ErrNotSupported }
+
+func cannotShrink(*os.File) bool { return false }

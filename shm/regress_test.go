@@ -3,6 +3,7 @@ package shm
 import (
 	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -139,5 +140,37 @@ func TestWriteBatchDoesNotFit(t *testing.T) {
 	}
 	if _, err := f.WriteBatch([]string{"x", "y"}, [][]byte{[]byte("x2"), big}, nil); err != nil {
 		t.Fatalf("a batch that fits: %v", err)
+	}
+}
+
+// TestTruncatedUnderMapping: a regular service file truncated under a
+// mapping (by someone other than the broker) makes reads fail with
+// ErrCorrupt instead of killing the process with SIGBUS. A sealed memfd
+// cannot shrink, so its reads skip the guard.
+func TestTruncatedUnderMapping(t *testing.T) {
+	f := backends[0].create(t, Options{})
+	if _, err := f.Allocate("v", bytes.Repeat([]byte("v"), 1000), 0); err != nil {
+		t.Fatal(err)
+	}
+	m := mapFile(t, f)
+	mustRead(t, m, "v")
+	if m.noFault {
+		t.Fatal("a regular file's mapping skips the fault guard")
+	}
+	if err := os.Truncate(f.Path(), 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Read("v", nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of a truncated file: %v", err)
+	}
+	// The broker's writer is guarded the same way, and quarantines the file.
+	if _, err := f.Write("v", []byte("x")); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("write to a truncated file: %v", err)
+	}
+	if f.Damaged() == nil {
+		t.Fatal("the file is not marked damaged")
+	}
+	if mm := mapFile(t, backends[1].create(t, Options{})); !mm.noFault {
+		t.Fatal("a sealed memfd's mapping keeps the fault guard")
 	}
 }
