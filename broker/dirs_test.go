@@ -200,3 +200,28 @@ func TestMigrateTenants(t *testing.T) {
 		t.Errorf("old tenant directory left: %v", err)
 	}
 }
+
+// TestMigrateLeavesOthersAlone: a directory in the data directory that
+// holds anything but service files, such as the socket's of a broker that
+// listens before it opens its data (as commy serve does), is not moved.
+func TestMigrateLeavesOthersAlone(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	sock := filepath.Join(data, "run", "commy.sock")
+	l, err := broker.Listen(sock, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	b, err := broker.New(broker.Config{DataDir: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Errorf("the socket's directory was moved: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "tenants", "run")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("tenants/run: %v", err)
+	}
+}

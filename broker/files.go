@@ -80,7 +80,7 @@ func (b *Broker) migrateTenants() error {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if name == tenantsDir || !e.IsDir() || validTenant(name) != nil {
+		if name == tenantsDir || !e.IsDir() || validTenant(name) != nil || !onlyServiceFiles(filepath.Join(dir, name)) {
 			continue
 		}
 		if err := os.Rename(filepath.Join(dir, name), filepath.Join(root, name)); err != nil {
@@ -89,6 +89,22 @@ func (b *Broker) migrateTenants() error {
 		b.log.Info("data directory: tenant moved under tenants/", "tenant", name)
 	}
 	return nil
+}
+
+// onlyServiceFiles reports whether dir holds nothing but service files, as
+// a tenant directory does; anything else there (a socket, a directory) is
+// not the broker's to move.
+func onlyServiceFiles(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != memSuffix {
+			return false
+		}
+	}
+	return true
 }
 
 // oldTenantDir reports whether dir holds service files itself, as the

@@ -180,3 +180,31 @@ func TestSighupRevokesWatch(t *testing.T) {
 	}
 	serve.stop()
 }
+
+// TestServeWarnsOldDataDir: data left beside the socket by an earlier
+// version's default is named in a warning, not silently ignored.
+func TestServeWarnsOldDataDir(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := shortDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "run"), filepath.Join(dir, "run", "data"), filepath.Join(dir, "state")} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, testutil.Nobody, testutil.Nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "run", "s.sock")
+	cmd := testutil.Child(t, "commy", testutil.Nobody, testutil.Nobody)
+	cmd.Args = append(cmd.Args, "serve", "--socket", sock, "--log-format", "text")
+	cmd.Env = append(cleanEnv(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
+	p := startProc(t, cmd)
+	dialBroker(t, sock).Close()
+	stderr := p.stop()
+	if !strings.Contains(stderr, "earlier version") || !strings.Contains(stderr, "data_dir="+filepath.Join(dir, "state", "commy")) {
+		t.Errorf("no warning about the old data directory:\n%s", stderr)
+	}
+}

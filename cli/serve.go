@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,6 +153,13 @@ func serve(c *ucli.Context) error {
 			closeListeners(ls)
 			closeStored(stored)
 			return err
+		}
+		// Earlier versions kept the default data directory beside the socket.
+		if old := filepath.Join(filepath.Dir(socket), "data"); old != dataDir {
+			if fi, err := os.Lstat(old); err == nil && fi.IsDir() {
+				log.Warn("a data directory from an earlier version is beside the socket and is not served; "+
+					"move its contents to the data directory or pass --data-dir", "old", old, "data_dir", dataDir)
+			}
 		}
 	}
 	cfg := broker.Config{
