@@ -258,13 +258,15 @@ func (s *session) deliver(sc *scratch) {
 }
 
 // payOwed delivers the notices the session's last request owes to other
-// sessions (see notify). Its own reply goes first when the socket takes it
-// at once, so the sender is not kept waiting behind its subscribers.
+// sessions (see notify), before its reply: the subscribers learn of the
+// change as soon as they can. When it owes more than replyFirst outboxes, its
+// reply goes first if the socket takes it at once, so a writer with many
+// subscribers is not kept waiting behind all of them.
 func (s *session) payOwed() {
 	if len(s.owed) == 0 {
 		return
 	}
-	if len(s.wbuf) > 0 {
+	if len(s.owed) > replyFirst && len(s.wbuf) > 0 {
 		if ok, err := s.conn.TryWrite(s.wbuf); ok && err == nil {
 			s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
 			s.wbuf = s.wbuf[:0]
@@ -276,6 +278,9 @@ func (s *session) payOwed() {
 	}
 	s.owed = s.owed[:0]
 }
+
+// replyFirst is how many notices payOwed writes before a reply.
+const replyFirst = 16
 
 // notify queues a VariablesUpdated notice for every subscriber of svc but
 // the sender. Outboxes nobody is writing are the sender's to deliver, after
