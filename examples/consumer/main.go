@@ -3,7 +3,7 @@
 // shared-memory mapping (or the socket, without the map right). It waits for
 // the service to appear, and exits once it has seen -until.
 //
-//	consumer -socket /run/commy/commy.sock -until 20
+//	consumer [-socket /run/commy/commy.sock] -until 20
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 )
 
 func main() {
-	socket := flag.String("socket", "", "the broker's socket (required)")
+	socket := flag.String("socket", "", "the broker's socket (default: client.DefaultSocket, as for commy)")
 	tenant := flag.String("tenant", "demo", "tenant")
 	service := flag.String("service", "counter", "service")
 	variable := flag.String("variable", "counter", "variable to watch")
@@ -29,8 +29,11 @@ func main() {
 	timeout := flag.Duration("timeout", 0, "give up after this long (0: never)")
 	flag.Parse()
 	if *socket == "" {
-		flag.Usage()
-		os.Exit(2)
+		var err error
+		if *socket, err = client.DefaultSocket(); err != nil {
+			fmt.Fprintln(os.Stderr, err, "(name the socket with -socket)")
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -2,7 +2,7 @@
 // creating the tenant, service and variable if they do not exist, and exits
 // after the last value.
 //
-//	producer -socket /run/commy/commy.sock -n 20 -interval 50ms
+//	producer [-socket /run/commy/commy.sock] -n 20 -interval 50ms
 package main
 
 import (
@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	socket := flag.String("socket", "", "the broker's socket (required)")
+	socket := flag.String("socket", "", "the broker's socket (default: client.DefaultSocket, as for commy)")
 	tenant := flag.String("tenant", "demo", "tenant")
 	service := flag.String("service", "counter", "service")
 	variable := flag.String("variable", "counter", "variable to write")
@@ -28,8 +28,11 @@ func main() {
 	interval := flag.Duration("interval", 50*time.Millisecond, "pause between writes")
 	flag.Parse()
 	if *socket == "" {
-		flag.Usage()
-		os.Exit(2)
+		var err error
+		if *socket, err = client.DefaultSocket(); err != nil {
+			fmt.Fprintln(os.Stderr, err, "(name the socket with -socket)")
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
