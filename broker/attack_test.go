@@ -116,6 +116,23 @@ func attackChild() int {
 			}
 		}
 		fmt.Println("welcome", welcome, "refused", refused, last)
+	case "garbage":
+		for i := 0; i < n; i++ {
+			c, err := ipc.Dial(sock, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "dial:", err)
+				return 2
+			}
+			c.WriteFrame([]byte{0, 0, 0, 0}, nil) // an empty frame: PROTOCOL_ERROR
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := c.ReadFrame(); err != nil {
+					break
+				}
+			}
+			c.Close()
+		}
+		fmt.Println("sent", n)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown attack")
 		return 2

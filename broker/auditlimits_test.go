@@ -278,3 +278,23 @@ func TestAuditReopen(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackProtocolErrorFlood: connections that break the protocol are
+// logged in full only up to the burst; the rest are summed.
+func TestAttackProtocolErrorFlood(t *testing.T) {
+	const conns = 200
+	var logs syncBuffer
+	h := start(t, broker.Config{AuditCoalesce: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := startAttack(t, h, testutil.Nobody, "garbage", conns)
+	if got := a.line(t); got != fmt.Sprint("sent ", conns) {
+		t.Fatalf("child: %q", got)
+	}
+	served(t, h)
+	h.stop(t)
+	if n := strings.Count(logs.String(), "msg=\"connection closed on a protocol error\""); n != broker.DefaultAuditBurst {
+		t.Fatalf("%d protocol-error lines in the service log", n)
+	}
+	if !strings.Contains(logs.String(), fmt.Sprintf("denials=%d", conns-broker.DefaultAuditBurst)) {
+		t.Fatalf("no summary line:\n%s", logs.String())
+	}
+}

@@ -11,8 +11,9 @@ import (
 )
 
 // Denial coalescing defaults: per uid and interval, the first
-// DefaultAuditBurst denials are recorded in full, the rest counted in one
-// summary record and one log line at the end of the interval.
+// DefaultAuditBurst denials (and protocol errors that close a connection)
+// are recorded in full, the rest counted in one summary record and one log
+// line at the end of the interval.
 const (
 	DefaultAuditCoalesce = 10 * time.Second
 	DefaultAuditBurst    = 10
@@ -33,11 +34,12 @@ type floodWindow struct {
 	n          int    // denials in this window
 	suppressed uint64 // of which not recorded
 	gid        uint32
-	last       string // the last suppressed request, for the summary
+	last, code string // the last suppressed request and its error code, for the summary
 }
 
-// allow reports whether a denial of uid is recorded in full.
-func (f *flood) allow(uid, gid uint32, req string) bool {
+// allow reports whether a denial of req with code to uid is recorded in
+// full.
+func (f *flood) allow(uid, gid uint32, req, code string) bool {
 	if f.interval <= 0 {
 		return true
 	}
@@ -57,7 +59,7 @@ func (f *flood) allow(uid, gid uint32, req string) bool {
 		return true
 	}
 	w.suppressed++
-	w.last = req
+	w.last, w.code = req, code
 	return false
 }
 
@@ -65,7 +67,7 @@ func (f *flood) allow(uid, gid uint32, req string) bool {
 type floodSummary struct {
 	uid, gid   uint32
 	suppressed uint64
-	last       string
+	last, code string
 }
 
 // take ends the windows older than the interval (all with force) and
@@ -81,7 +83,7 @@ func (f *flood) take(force bool) []floodSummary {
 			continue
 		}
 		if w.suppressed > 0 {
-			out = append(out, floodSummary{uid: uid, gid: w.gid, suppressed: w.suppressed, last: w.last})
+			out = append(out, floodSummary{uid: uid, gid: w.gid, suppressed: w.suppressed, last: w.last, code: w.code})
 		}
 		delete(f.uids, uid)
 	}
@@ -108,8 +110,8 @@ func (b *Broker) floodSummaries(force bool) {
 	for _, s := range b.flood.take(force) {
 		uid, gid := s.uid, s.gid
 		b.log.Warn("requests denied, not logged one by one", "uid", uid, "denials", s.suppressed, "last_request", s.last,
-			"interval", b.flood.interval)
-		b.logAudit(Record{Event: EventSuppressed, UID: &uid, GID: &gid, Count: s.suppressed, Request: s.last, Code: "PERMISSION_DENIED",
+			"last_code", s.code, "interval", b.flood.interval)
+		b.logAudit(Record{Event: EventSuppressed, UID: &uid, GID: &gid, Count: s.suppressed, Request: s.last, Code: s.code,
 			Reason: fmt.Sprintf("denials beyond %d per %v", b.flood.burst, b.flood.interval)})
 	}
 }

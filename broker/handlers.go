@@ -80,7 +80,7 @@ func (s *session) denied(req string, want Right, tenant, service string) error {
 		err = ipc.ErrHybridAccessDenied
 	}
 	code := ipc.CodeOf(err)
-	if s.b.flood.allow(s.caller.UID, s.caller.GID, req) {
+	if s.b.flood.allow(s.caller.UID, s.caller.GID, req, code) {
 		s.b.log.Info("request denied", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID,
 			"request", req, "right", want.String(), "tenant", tenant, "service", service)
 		s.auditf(Record{Event: EventDenied, Request: req, Right: want.String(), Tenant: tenant, Service: service, Code: code})

@@ -193,7 +193,11 @@ func (s *session) fatal(err error) {
 		err = fmt.Errorf("%w: no Hello within %v", ipc.ErrProtocol, s.b.cfg.HandshakeTimeout)
 	}
 	if errors.Is(err, ipc.ErrFrameTooLarge) || errors.Is(err, ipc.ErrProtocol) || errors.Is(err, ipc.ErrQuotaExceeded) {
-		s.b.log.Info("connection closed on a protocol error", "client_id", s.caller.ClientID, "pid", s.caller.PID, "err", err)
+		if s.b.flood.allow(s.caller.UID, s.caller.GID, "(connection)", ipc.CodeOf(err)) {
+			s.b.log.Info("connection closed on a protocol error", "client_id", s.caller.ClientID, "pid", s.caller.PID, "uid", s.caller.UID, "err", err)
+		} else {
+			s.b.stats.suppressed.Add(1)
+		}
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.replyErr(0, err)
 		s.flush()
