@@ -256,7 +256,14 @@ func TestAuditReopen(t *testing.T) {
 	if err := c.CreateTenant(t.Context(), "one"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first record", func() bool { fi, err := os.Stat(audit); return err == nil && fi.Size() > 0 })
+	waitFor(t, "the first record", func() bool {
+		for _, r := range readAudit(t, audit) {
+			if r.Tenant == "one" {
+				return true
+			}
+		}
+		return false
+	})
 	if err := os.Rename(audit, audit+".old"); err != nil {
 		t.Fatal(err)
 	}
