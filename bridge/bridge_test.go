@@ -266,20 +266,28 @@ func TestBridgeRestart(t *testing.T) {
 	c := newCluster(t, 0)
 	hs := threeHosts(t, c)
 	sa := hs[0].service("fed", "restart")
-	writeMany(hs[0], sa, "k", 0, 50, nil)
-	waitMany(t, hs, "restart", "k", 0, 50)
 	b := hs[1]
+	// One batch each: the saved position is then well past the start.
+	for i := range 50 {
+		writeMany(hs[0], sa, "k", i, i+1, nil)
+		waitMany(t, []*host{b}, "restart", "k", i, i+1)
+	}
 	writeMany(hs[0], sa, "k", 50, 100, func(i int) {
 		if i == 60 {
 			b.stopBridge()
 		}
 	})
 	saved := savedSeq(t, b)
-	if saved == 0 {
-		t.Fatal("no position saved")
+	if saved < 50 {
+		t.Fatalf("saved position %d, want 50 or more", saved)
 	}
+	// a writes k10, then b does while its bridge is away: b's write is the
+	// later one and must win when b's bridge comes back, although the
+	// stream has a's value after b's saved position.
+	hs[0].set(sa, "k10", "a-later")
+	waitValue(t, []*host{hs[2]}, "fed", "restart", "k10", "a-later")
 	sb := b.service("fed", "restart")
-	b.set(sb, "k10", "while-away") // a change the stream must take from b
+	b.set(sb, "k10", "while-away")
 	b.set(sb, "bw", "b-was-here")
 	b.startBridge()
 	waitMany(t, hs, "restart", "k", 50, 100)
