@@ -48,7 +48,6 @@ type Bridge struct {
 	remote chan remoteMsg  // from the consumer
 	local  chan localEvent // from the subscriptions
 	acks   chan ackEvent   // from the publisher
-	caught chan struct{}   // closed by the consumer once it reached the stream's end
 	out    outbox          // to the publisher
 	ready  chan struct{}   // closed once Ready
 	stat   atomic.Pointer[Status]
@@ -81,10 +80,11 @@ type ownBatch struct {
 }
 
 type remoteMsg struct {
-	seq   uint64
-	id    string
-	b     *batch
-	reset bool // the stream was made again: forget the saved position
+	seq      uint64
+	id       string
+	b        *batch
+	reset    bool // the stream was made again: forget the saved position
+	caughtUp bool // everything the stream held at the start came before
 }
 
 type localEvent struct {
@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	b := &Bridge{
 		cfg: cfg, log: opts.Logger.With("host", cfg.HostID), stats: newStats(), runID: hex.EncodeToString(rb[:]),
 		remote: make(chan remoteMsg, 256), local: make(chan localEvent, 64), acks: make(chan ackEvent, 256),
-		caught: make(chan struct{}), ready: make(chan struct{}), loopDone: make(chan struct{}),
+		ready: make(chan struct{}), loopDone: make(chan struct{}),
 		st: st, svcs: map[svcKey]*localSvc{}, known: map[svcKey]map[string]digest{},
 		pendingOwn: map[svcKey]map[string]int{}, awaiting: map[string]*ownBatch{}, startDiff: map[svcKey]map[string]*digest{},
 	}
@@ -302,7 +302,6 @@ func (b *Bridge) loop() {
 	defer flush.Stop()
 	readyTimer := time.NewTimer(10 * time.Second)
 	defer readyTimer.Stop()
-	caught := b.caught
 	for {
 		var local chan localEvent
 		if b.caughtUp && !b.paused {
@@ -312,10 +311,11 @@ func (b *Bridge) loop() {
 		case <-b.ctx.Done():
 			return
 		case m := <-b.remote:
-			b.applyRemote(m)
-		case <-caught:
-			caught = nil
-			b.catchUpDone()
+			if m.caughtUp {
+				b.catchUpDone()
+			} else {
+				b.applyRemote(m)
+			}
 		case <-readyTimer.C:
 			if !b.caughtUp {
 				b.log.Warn("not caught up with the stream yet; reporting ready, local changes are kept until NATS answers")

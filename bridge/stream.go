@@ -124,11 +124,16 @@ func (b *Bridge) pause(d time.Duration) bool {
 // started.
 func (b *Bridge) consume(seq uint64) {
 	defer b.wg.Done()
+	// The news goes through the same channel as the messages, so that the
+	// loop has applied every message before it.
 	told := false
 	tell := func() {
 		if !told {
 			told = true
-			close(b.caught)
+			select {
+			case b.remote <- remoteMsg{caughtUp: true}:
+			case <-b.ctx.Done():
+			}
 		}
 	}
 	for n := 0; b.ctx.Err() == nil; n++ {
