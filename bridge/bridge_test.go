@@ -73,8 +73,11 @@ func TestNoEcho(t *testing.T) {
 	waitValue(t, hs, "fed", "echo", "k4", "a")
 	hs[2].set(sc, "marker", "c")
 	waitValue(t, hs, "fed", "echo", "marker", "c")
+	// A write of the value a host already holds changes nothing to send.
+	sb := hs[1].service("fed", "echo")
+	hs[1].set(sb, "k0", "a")
 	// Once more around: anything echoed before the marker is in by now.
-	hs[1].set(hs[1].service("fed", "echo"), "marker2", "b")
+	hs[1].set(sb, "marker2", "b")
 	waitValue(t, hs, "fed", "echo", "marker2", "b")
 	_, js := c.connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
