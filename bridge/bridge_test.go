@@ -372,8 +372,8 @@ func TestTooLarge(t *testing.T) {
 	waitValue(t, hs, "fed", "big", "after", "3")
 	waitValue(t, hs, "fed", "big", "small", "2")
 	waitValue(t, hs[1:], "fed", "big", "huge", "1")
-	if n := bridge.CountsOf(hs[0].br).TooLarge; n != 1 {
-		t.Fatalf("too_large refusals %v, want 1", n)
+	if n := bridge.CountsOf(hs[0].br); n.TooLarge != 1 || n.Split != 0 {
+		t.Fatalf("too_large refusals %v, split batches %v; want 1 refused before sending, none split", n.TooLarge, n.Split)
 	}
 }
 

@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus/testutil"
 
 // Counts are some of a bridge's metrics, for tests.
 type Counts struct {
-	Published, Applied, Conflicts, TooLarge, ApplyErrors float64
+	Published, Applied, Conflicts, TooLarge, ApplyErrors, Split float64
 }
 
 func CountsOf(b *Bridge) Counts {
@@ -14,6 +14,7 @@ func CountsOf(b *Bridge) Counts {
 		Conflicts:   testutil.ToFloat64(b.stats.conflicts),
 		TooLarge:    testutil.ToFloat64(b.stats.refused.WithLabelValues("too_large")),
 		ApplyErrors: testutil.ToFloat64(b.stats.applyErrs),
+		Split:       testutil.ToFloat64(b.stats.split),
 	}
 }
 
