@@ -69,8 +69,8 @@ func TestNoEcho(t *testing.T) {
 	for i := range 5 {
 		hs[0].set(sa, fmt.Sprintf("k%d", i), "a")
 	}
-	sc := hs[2].service("fed", "echo")
 	waitValue(t, hs, "fed", "echo", "k4", "a")
+	sc := hs[2].service("fed", "echo") // the bridge made it: found, not created
 	hs[2].set(sc, "marker", "c")
 	waitValue(t, hs, "fed", "echo", "marker", "c")
 	// A write of the value a host already holds changes nothing to send.
