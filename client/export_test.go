@@ -5,8 +5,7 @@ import "time"
 // SetWaitSlice sets the poll slice of m's current shared-memory mapping (see
 // shm.Mapping.SetWaitSlice), so that a test proves the futex wake.
 func SetWaitSlice(m *Mapping, d time.Duration) {
-	if r := m.acquire(); r != nil {
-		r.sm.SetWaitSlice(d)
-		r.release()
+	if sm := m.cur.Load(); sm != nil {
+		sm.SetWaitSlice(d)
 	}
 }

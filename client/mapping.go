@@ -28,69 +28,18 @@ import (
 // nothing. Otherwise (a memfd, whose path is under /proc, or a file that was
 // replaced) it asks the broker for the file again and remaps if it is a
 // different file; if the broker refuses, reads fall back to the socket. A
-// replaced mapping is unmapped as soon as the last Read or Wait inside it
-// returns; a Wait inside it returns at once.
+// replaced mapping is never unmapped under a Read: the new file is mapped
+// over the same addresses (see shm.Space), a Read that was inside the old one
+// reads again, and a Wait inside it returns at once.
 type Mapping struct {
 	svc    *Service
-	cur    atomic.Pointer[mapRef] // nil on the socket fallback
+	cur    atomic.Pointer[shm.Mapping] // nil on the socket fallback
 	closed atomic.Bool
 
-	mu   sync.Mutex // guards what follows, and replacing cur
-	info FileInfo
-	id   fileID
-}
-
-// mapRef is one shm.Mapping and the calls inside it. Once replaced (retired)
-// it is closed by whoever leaves it last: the replacer or the last call.
-//
-// A caller enters with users.Add(1) and then checks that the ref is still
-// current; the replacer swaps cur, sets retired and then leaves as a user
-// itself. Go's atomics are sequentially consistent, so either the caller sees
-// the swap (and leaves without touching the memory) or its release sees
-// retired (and the last one out closes).
-type mapRef struct {
-	sm      *shm.Mapping
-	users   atomic.Int64
-	retired atomic.Bool
-	closed  atomic.Bool
-}
-
-// release leaves r, closing it if it was retired and this was the last call.
-func (r *mapRef) release() {
-	if r.users.Add(-1) == 0 && r.retired.Load() {
-		r.close()
-	}
-}
-
-// retire marks r replaced, ends Waits inside it and closes it if it is idle.
-func (r *mapRef) retire() {
-	r.users.Add(1) // Interrupt is inside r too
-	r.retired.Store(true)
-	r.sm.Interrupt()
-	r.release()
-}
-
-func (r *mapRef) close() error {
-	if !r.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	return r.sm.Close()
-}
-
-// acquire enters the current mapping, or returns nil on the socket fallback.
-// The caller releases it.
-func (m *Mapping) acquire() *mapRef {
-	for {
-		r := m.cur.Load() // acquire: a mapping swapped in is fully built
-		if r == nil {
-			return nil
-		}
-		r.users.Add(1)
-		if m.cur.Load() == r {
-			return r
-		}
-		r.release()
-	}
+	mu    sync.Mutex // guards what follows, and replacing cur
+	space shm.Space
+	info  FileInfo
+	id    fileID
 }
 
 // fileID identifies a file across paths and descriptors.
@@ -111,11 +60,15 @@ var ErrNotLocal = errors.New("client: mapping is not local")
 // ChangeSeq is the service file's change sequence, which the broker bumps
 // after every change it applies. It wraps. Without a local mapping it is 0.
 func (m *Mapping) ChangeSeq() uint32 {
-	if r := m.acquire(); r != nil {
-		defer r.release()
-		return r.sm.ChangeSeq()
+	for {
+		sm := m.cur.Load()
+		if sm == nil {
+			return 0
+		}
+		if seq := sm.ChangeSeq(); !sm.Replaced() {
+			return seq
+		}
 	}
-	return 0
 }
 
 // Wait blocks until the change sequence differs from seq (from ChangeSeq,
@@ -127,20 +80,21 @@ func (m *Mapping) ChangeSeq() uint32 {
 // fails with ErrNotLocal on the socket fallback, and with ctx's error when
 // ctx ends first.
 func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
-	r := m.acquire()
-	if r == nil {
+	sm := m.cur.Load()
+	if sm == nil {
 		if m.closed.Load() {
 			return seq, ErrClosed
 		}
 		return seq, ErrNotLocal
 	}
-	got, err := r.sm.Wait(ctx, seq)
-	r.release()
+	got, err := sm.Wait(ctx, seq)
+	if err == nil && sm.Replaced() {
+		err = shm.ErrInterrupted // got may be another file's
+	}
 	switch {
 	case errors.Is(err, shm.ErrInterrupted):
-		if r := m.acquire(); r != nil {
-			defer r.release()
-			return r.sm.ChangeSeq(), nil
+		if m.cur.Load() != nil {
+			return m.ChangeSeq(), nil
 		}
 		if m.closed.Load() {
 			return seq, ErrClosed
@@ -167,6 +121,7 @@ func (s *Service) Map(ctx context.Context) (*Mapping, error) {
 	}
 	m := &Mapping{svc: s}
 	if err := m.installLocked(fi, file); err != nil {
+		m.space.Close()
 		return nil, err
 	}
 	c := s.c
@@ -185,14 +140,12 @@ func (m *Mapping) installLocked(fi FileInfo, file *os.File) error {
 		return fmt.Errorf("client: map %s: %w", m.svc.ID, err)
 	}
 	id, _ := idOf(st)
-	sm, err := shm.Map(file)
+	sm, err := m.space.Map(file)
 	if err != nil {
 		file.Close()
 		return fmt.Errorf("client: map %s: %w", m.svc.ID, err)
 	}
-	if old := m.cur.Swap(&mapRef{sm: sm}); old != nil {
-		old.retire()
-	}
+	m.cur.Store(sm)
 	m.info, m.id = fi, id
 	return nil
 }
@@ -219,15 +172,19 @@ func (m *Mapping) Read(name string, dst []byte) ([]byte, uint64, error) {
 
 // read is Read with a context for the socket fallback.
 func (m *Mapping) read(ctx context.Context, name string, dst []byte) ([]byte, uint64, error) {
-	if r := m.acquire(); r != nil {
-		b, v, err := r.sm.Read(name, dst)
-		r.release()
-		if err != nil {
-			err = shmErr(err, name)
+	for {
+		sm := m.cur.Load() // acquire: a mapping stored is fully built
+		if sm == nil {
+			return m.readSocket(ctx, name, dst)
 		}
-		return b, v, err
+		b, v, err := sm.Read(name, dst)
+		if err == nil {
+			return b, v, nil
+		}
+		if !errors.Is(err, shm.ErrReplaced) {
+			return b, v, shmErr(err, name)
+		}
 	}
-	return m.readSocket(ctx, name, dst)
 }
 
 func (m *Mapping) readSocket(ctx context.Context, name string, dst []byte) ([]byte, uint64, error) {
@@ -259,20 +216,26 @@ func shmErr(err error, name string) error {
 
 // Variables lists the variables, read from the mapping when local.
 func (m *Mapping) Variables(ctx context.Context) ([]VariableInfo, error) {
-	r := m.acquire()
-	if r == nil {
-		if m.closed.Load() {
-			return nil, ErrClosed
+	sm := m.cur.Load()
+	for sm != nil {
+		vs := sm.Variables()
+		if !sm.Replaced() {
+			return variableInfos(vs), nil
 		}
-		return m.svc.Variables(ctx)
+		sm = m.cur.Load()
 	}
-	vs := r.sm.Variables()
-	r.release()
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	return m.svc.Variables(ctx)
+}
+
+func variableInfos(vs []shm.VarInfo) []VariableInfo {
 	out := make([]VariableInfo, len(vs))
 	for i, v := range vs {
 		out[i] = VariableInfo{Name: v.Name, Size: v.Size, Capacity: v.Capacity, Version: v.Version}
 	}
-	return out, nil
+	return out
 }
 
 // recheck makes sure a local mapping still maps the broker's file after a
@@ -325,9 +288,8 @@ func (m *Mapping) recheck(ctx context.Context, l *link) error {
 
 // fallbackLocked switches reads to the socket.
 func (m *Mapping) fallbackLocked() {
-	if old := m.cur.Swap(nil); old != nil {
-		old.retire()
-	}
+	m.cur.Store(nil)
+	m.space.Clear() // fails only if mmap does; the file then stays mapped until Close
 	m.info, m.id = FileInfo{}, fileID{}
 	c := m.svc.c
 	c.mu.Lock()
@@ -347,9 +309,6 @@ func (m *Mapping) Close() error {
 	c.mu.Lock()
 	delete(c.maps, m)
 	c.mu.Unlock()
-	if r := m.cur.Swap(nil); r != nil {
-		r.retired.Store(true)
-		return r.close()
-	}
-	return nil
+	m.cur.Store(nil)
+	return m.space.Close()
 }

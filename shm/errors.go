@@ -20,6 +20,9 @@ var (
 	ErrBusy = errors.New("shm: variable busy")
 	// ErrClosed: the file or mapping was closed.
 	ErrClosed = errors.New("shm: closed")
+	// ErrReplaced: the Space the mapping is in mapped another file over it
+	// during the read; read again through the Space's new Mapping.
+	ErrReplaced = errors.New("shm: mapping replaced")
 	// ErrInterrupted: Interrupt ended a Wait.
 	ErrInterrupted = errors.New("shm: wait interrupted")
 	// ErrInvalidName: a name does not fit the layout.

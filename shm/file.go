@@ -273,7 +273,7 @@ func (f *File) Read(name string, dst []byte) (_ []byte, _ uint64, err error) {
 	if !ok {
 		return dst, 0, ErrNotFound
 	}
-	out, si, err := readEntry(f.mem, f.dataOff, entryOff(f.dirOff, idx), name, dst, &f.fence)
+	out, si, err := readEntry(f.mem, f.dataOff, entryOff(f.dirOff, idx), name, dst, &f.fence, nil)
 	return out, si.version, err
 }
 

@@ -26,6 +26,8 @@ type Mapping struct {
 	fence fence
 
 	noFault     bool         // a sealed memfd: it cannot shrink, so reads need no fault guard
+	space       *Space       // if not nil, mem belongs to it (see Space)
+	replaced    atomic.Bool  // the Space mapped something else over mem
 	interrupted atomic.Bool  // see Interrupt
 	waitSlice   atomic.Int64 // see SetWaitSlice; 0: DefaultWaitSlice
 }
@@ -48,23 +50,32 @@ type dirIndex struct {
 // Map maps f, a descriptor of a service file (read-only is enough), and takes
 // ownership of it.
 func Map(f *os.File) (*Mapping, error) {
-	fi, err := f.Stat()
+	h, err := readMapHeader(f)
 	if err != nil {
-		return nil, fmt.Errorf("shm: map: %w", err)
-	}
-	page := make([]byte, HeaderSize)
-	if _, err := io.ReadFull(io.NewSectionReader(f, 0, HeaderSize), page); err != nil {
-		return nil, fmt.Errorf("shm: map: %w: short header: %w", ErrCorrupt, err)
-	}
-	h, err := parseHeader(page, uint64(fi.Size()))
-	if err != nil {
-		return nil, fmt.Errorf("shm: map: %w", err)
+		return nil, err
 	}
 	mem, err := mapShared(f, int(h.maxSize), false)
 	if err != nil {
 		return nil, err
 	}
 	return &Mapping{f: f, mem: mem, hdr: h, noFault: cannotShrink(f)}, nil
+}
+
+// readMapHeader reads and validates the header of the service file f.
+func readMapHeader(f *os.File) (header, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return header{}, fmt.Errorf("shm: map: %w", err)
+	}
+	page := make([]byte, HeaderSize)
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, HeaderSize), page); err != nil {
+		return header{}, fmt.Errorf("shm: map: %w: short header: %w", ErrCorrupt, err)
+	}
+	h, err := parseHeader(page, uint64(fi.Size()))
+	if err != nil {
+		return header{}, fmt.Errorf("shm: map: %w", err)
+	}
+	return h, nil
 }
 
 // guardFault makes a fault on the mapping (SIGBUS: the file shrank under it)
@@ -88,9 +99,16 @@ func guardFault(old bool, err *error) {
 // it with its version. Errors: ErrNotFound (no live variable has the name),
 // ErrBusy (the value kept changing, or its entry stayed mid-change, for
 // busyTimeout: a broker killed mid-publish, until it is restarted),
-// ErrServiceDeleted, ErrCorrupt and ErrClosed.
+// ErrServiceDeleted, ErrCorrupt and ErrClosed; for a Mapping of a Space,
+// ErrReplaced.
 func (m *Mapping) Read(name string, dst []byte) (_ []byte, _ uint64, err error) {
 	out, si, err := m.read(name, dst)
+	// Loaded after every load from mem (seq-cst; readEntry's loadFence keeps
+	// the copy before it): if the Space mapped another file over mem before
+	// any of them, this sees the store that preceded that mmap.
+	if m.replaced.Load() {
+		return dst, 0, ErrReplaced
+	}
 	return out, si.version, err
 }
 
@@ -120,8 +138,8 @@ func (m *Mapping) read(name string, dst []byte) (_ []byte, _ slotInfo, err error
 		if testHookBeforeSeqlock != nil {
 			testHookBeforeSeqlock()
 		}
-		out, si, err := readEntry(m.mem, m.hdr.dataOff, entryOff(m.hdr.dirOff, i), name, dst, &m.fence)
-		if errors.Is(err, ErrNotFound) && try == 0 && u64(m.mem, offGeneration).Load() != ix.gen {
+		out, si, err := readEntry(m.mem, m.hdr.dataOff, entryOff(m.hdr.dirOff, i), name, dst, &m.fence, &m.replaced)
+		if err != nil && try == 0 && errors.Is(err, ErrNotFound) && u64(m.mem, offGeneration).Load() != ix.gen {
 			continue // the entry was reused since the index was built
 		}
 		if err == nil && testHookReadDone != nil {
@@ -162,7 +180,7 @@ func (m *Mapping) index(stale *dirIndex) *dirIndex {
 func (m *Mapping) entryName(i int) (name string, live, busy bool) {
 	e := entryOff(m.hdr.dirOff, i)
 	seq := u64(m.mem, e+entSeq)
-	for b := (backoff{}); b.retry(); {
+	for b := (backoff{stop: &m.replaced}); b.retry(); {
 		s1 := seq.Load() // acquire
 		if s1&1 != 0 {
 			continue
@@ -225,9 +243,22 @@ func (m *Mapping) Size() int64 { return int64(u64(m.mem, offFileSize).Load()) }
 // make it long to prove that the wake, not the slice, ends a Wait.
 func (m *Mapping) SetWaitSlice(d time.Duration) { m.waitSlice.Store(int64(d)) }
 
+// Replaced reports whether m's Space mapped another file (or zero pages)
+// over it: what was read from it since may not be its file's.
+func (m *Mapping) Replaced() bool { return m.replaced.Load() }
+
 // Close unmaps the file and closes its descriptor. It is safe to call more
-// than once.
+// than once. A Mapping of a Space only closes its descriptor: the Space
+// unmaps the memory.
 func (m *Mapping) Close() error {
+	if m.space != nil {
+		if m.f == nil {
+			return nil
+		}
+		err := m.f.Close()
+		m.f = nil
+		return err
+	}
 	var errs []error
 	if m.mem != nil {
 		errs = append(errs, unmap(m.mem))

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +23,33 @@ func mapShared(f *os.File, length int, writable bool) ([]byte, error) {
 		return nil, fmt.Errorf("shm: %w", os.NewSyscallError("mmap", err))
 	}
 	return mem, nil
+}
+
+// reserveZero wraps mmap(2) of length bytes of private, read-only zero pages
+// (MAP_NORESERVE: they take address space, not memory): room a Space maps
+// files over.
+func reserveZero(length int) ([]byte, error) {
+	mem, err := unix.Mmap(-1, 0, length, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("shm: %w", os.NewSyscallError("mmap", err))
+	}
+	return mem, nil
+}
+
+// mapFixed wraps mmap(2) with MAP_FIXED: it maps f (or, if f is nil, zero
+// pages) read-only over mem, replacing what was there in one step, so that a
+// concurrent reader of mem sees the old pages or the new ones, never a hole.
+func mapFixed(f *os.File, mem []byte) error {
+	fd, flags := -1, unix.MAP_FIXED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE
+	if f != nil {
+		fd, flags = int(f.Fd()), unix.MAP_FIXED|unix.MAP_SHARED
+	}
+	_, err := unix.MmapPtr(fd, 0, unsafe.Pointer(unsafe.SliceData(mem)), uintptr(len(mem)), unix.PROT_READ, flags)
+	runtime.KeepAlive(f)
+	if err != nil {
+		return fmt.Errorf("shm: %w", os.NewSyscallError("mmap", err))
+	}
+	return nil
 }
 
 // unmap wraps munmap(2).

@@ -20,12 +20,16 @@ const busyTimeout = time.Second
 type backoff struct {
 	n     int
 	start time.Time
+	stop  *atomic.Bool // if not nil and set, give up at once (a replaced mapping)
 }
 
 func (b *backoff) retry() bool {
 	b.n++
 	if b.n&63 != 0 {
 		return true
+	}
+	if b.stop != nil && b.stop.Load() {
+		return false
 	}
 	runtime.Gosched()
 	if b.n&1023 == 0 {
@@ -59,9 +63,9 @@ type slotInfo struct {
 // copy is discarded. A check that fails with seq unchanged means the file is
 // corrupt: every offset is checked against file_size (clamped to the mapping)
 // and 64-byte alignment before it is used.
-func readEntry(mem []byte, dataOff, e uint64, name string, dst []byte, f *fence) ([]byte, slotInfo, error) {
+func readEntry(mem []byte, dataOff, e uint64, name string, dst []byte, f *fence, stop *atomic.Bool) ([]byte, slotInfo, error) {
 	seq := u64(mem, e+entSeq)
-	for b := (backoff{}); b.retry(); {
+	for b := (backoff{stop: stop}); b.retry(); {
 		s1 := seq.Load() // acquire
 		if s1&1 != 0 {
 			continue
