@@ -3,12 +3,14 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -307,8 +309,9 @@ func mapped(t *testing.T, ino uint64) bool {
 
 // TestMappingRemap: the service file is replaced while the broker is away;
 // after the reconnect the Mapping maps the new file, a Wait sleeping on the
-// old file returns at once (nobody bumps the old word again), and the old
-// mapping is unmapped rather than kept until Close.
+// old file returns at once (nobody bumps the old word again), reads racing
+// the remap see the old value or the new one and no error, and the old file
+// is no longer mapped (not kept until Close).
 func TestMappingRemap(t *testing.T) {
 	h := start(t, broker.Config{})
 	c := h.dial(t, fastBackoff)
@@ -341,6 +344,43 @@ func TestMappingRemap(t *testing.T) {
 	go func() {
 		s, err := m.Wait(wctx, seq)
 		done <- waited{s, err}
+	}()
+
+	// Readers keep reading through the remap: each read is the old value or
+	// the new one, never an error, and never the old one after the new.
+	var stopReads atomic.Bool
+	var readers sync.WaitGroup
+	readErr := make(chan error, 2)
+	for range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			var buf []byte
+			sawNew := false
+			for !stopReads.Load() {
+				v, _, err := m.Read("x", buf[:0])
+				buf = v
+				switch {
+				case err != nil:
+					readErr <- fmt.Errorf("read during the remap: %w", err)
+					return
+				case string(v) == "new":
+					sawNew = true
+				case string(v) != "old" || sawNew:
+					readErr <- fmt.Errorf("read %q during the remap (new seen: %v)", v, sawNew)
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		stopReads.Store(true)
+		readers.Wait()
+		select {
+		case err := <-readErr:
+			t.Error(err)
+		default:
+		}
 	}()
 
 	h.stop(t)
