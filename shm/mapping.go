@@ -180,7 +180,8 @@ func (m *Mapping) index(stale *dirIndex) *dirIndex {
 func (m *Mapping) entryName(i int) (name string, live, busy bool) {
 	e := entryOff(m.hdr.dirOff, i)
 	seq := u64(m.mem, e+entSeq)
-	for b := (backoff{stop: &m.replaced}); b.retry(); {
+	var b backoff
+	for b.retry(&m.replaced) {
 		s1 := seq.Load() // acquire
 		if s1&1 != 0 {
 			continue

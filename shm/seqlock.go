@@ -17,18 +17,20 @@ const busyTimeout = time.Second
 
 // backoff is called on every retry of a seqlock read: it spins briefly, then
 // yields the processor, and reports false once busyTimeout has passed.
+// stop, if not nil and set, makes it report false at once (a replaced
+// mapping). Declare it with var before the loop: building it inside the
+// loop's init statement costs a copy the read path notices.
 type backoff struct {
 	n     int
 	start time.Time
-	stop  *atomic.Bool // if not nil and set, give up at once (a replaced mapping)
 }
 
-func (b *backoff) retry() bool {
+func (b *backoff) retry(stop *atomic.Bool) bool {
 	b.n++
 	if b.n&63 != 0 {
 		return true
 	}
-	if b.stop != nil && b.stop.Load() {
+	if stop != nil && stop.Load() {
 		return false
 	}
 	runtime.Gosched()
@@ -65,7 +67,8 @@ type slotInfo struct {
 // and 64-byte alignment before it is used.
 func readEntry(mem []byte, dataOff, e uint64, name string, dst []byte, f *fence, stop *atomic.Bool) ([]byte, slotInfo, error) {
 	seq := u64(mem, e+entSeq)
-	for b := (backoff{stop: stop}); b.retry(); {
+	var b backoff
+	for b.retry(stop) {
 		s1 := seq.Load() // acquire
 		if s1&1 != 0 {
 			continue
