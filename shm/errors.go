@@ -15,6 +15,9 @@ var (
 	ErrCorrupt = errors.New("shm: corrupt service file")
 	// ErrServiceDeleted: the broker deleted the service the file holds.
 	ErrServiceDeleted = errors.New("shm: service deleted")
+	// ErrServiceReplaced: the broker moved the service to a new file; ask it
+	// for the file again.
+	ErrServiceReplaced = errors.New("shm: service file replaced")
 	// ErrBusy: a value kept changing under a reader for too long (or its
 	// writer died in the middle of a change the broker has not yet repaired).
 	ErrBusy = errors.New("shm: variable busy")

@@ -32,7 +32,7 @@ const (
 	offFileSize    = 0x18 // u64, bytes a reader may touch
 	offMaxSize     = 0x20 // u64, the file never grows past this
 	offChangeSeq   = 0x28 // u32, futex word, bumped after every applied change
-	offFlags       = 0x2C // u32, flagDeleted
+	offFlags       = 0x2C // u32, flagDeleted, flagReplaced
 	offDirOffset   = 0x30 // u32
 	offDirCapacity = 0x34 // u32
 	offEntrySize   = 0x38 // u32
@@ -69,7 +69,9 @@ const (
 
 // Header flags.
 const (
-	flagDeleted = 1 << 0 // the service was deleted: readers stop
+	flagDeleted  = 1 << 0 // the service was deleted: readers stop
+	flagReplaced = 1 << 1 // another file holds the service now: readers ask for it
+	flagStop     = flagDeleted | flagReplaced
 )
 
 var le = binary.LittleEndian

@@ -99,8 +99,8 @@ func guardFault(old bool, err *error) {
 // it with its version. Errors: ErrNotFound (no live variable has the name),
 // ErrBusy (the value kept changing, or its entry stayed mid-change, for
 // busyTimeout: a broker killed mid-publish, until it is restarted),
-// ErrServiceDeleted, ErrCorrupt and ErrClosed; for a Mapping of a Space,
-// ErrReplaced.
+// ErrServiceDeleted, ErrServiceReplaced, ErrCorrupt and ErrClosed; for a
+// Mapping of a Space, ErrReplaced.
 func (m *Mapping) Read(name string, dst []byte) (_ []byte, _ uint64, err error) {
 	out, si, err := m.read(name, dst)
 	// Loaded after every load from mem (seq-cst; readEntry's loadFence keeps
@@ -120,7 +120,7 @@ func (m *Mapping) read(name string, dst []byte) (_ []byte, _ slotInfo, err error
 		defer guardFault(debug.SetPanicOnFault(true), &err)
 	}
 	if m.deleted() {
-		return dst, slotInfo{}, ErrServiceDeleted
+		return dst, slotInfo{}, m.goneErr()
 	}
 	var ix *dirIndex
 	for try := 0; ; try++ {
@@ -149,9 +149,10 @@ func (m *Mapping) read(name string, dst []byte) (_ []byte, _ slotInfo, err error
 	}
 }
 
-// deleted reports whether the broker marked the service deleted.
+// deleted reports whether the broker marked the service deleted or the file
+// replaced.
 func (m *Mapping) deleted() bool {
-	return u32(m.mem, offFlags).Load()&flagDeleted != 0 // acquire
+	return u32(m.mem, offFlags).Load()&flagStop != 0 // acquire
 }
 
 // index returns the directory index for the current generation. stale, if
@@ -234,7 +235,9 @@ func (m *Mapping) ChangeSeq() uint32 { return u32(m.mem, offChangeSeq).Load() }
 
 // Deleted reports whether the broker deleted the service: reads then fail
 // with ErrServiceDeleted.
-func (m *Mapping) Deleted() bool { return m.mem != nil && m.deleted() }
+func (m *Mapping) Deleted() bool {
+	return m.mem != nil && u32(m.mem, offFlags).Load()&flagDeleted != 0 // acquire
+}
 
 // Size is the number of bytes of the file currently in use by the layout.
 func (m *Mapping) Size() int64 { return int64(u64(m.mem, offFileSize).Load()) }

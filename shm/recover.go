@@ -133,6 +133,9 @@ func (f *File) repairGuarded(h header) (err error) {
 	if err := f.repair(h); err != nil {
 		return err
 	}
+	// A replaced mark belongs to the file's old readers, not to a copy or
+	// a restart.
+	u32(f.mem, offFlags).And(^uint32(flagReplaced))
 	// Readers may hold an index built while an entry was mid-change, and a
 	// change may have been published but not announced.
 	u64(f.mem, offGeneration).Add(1)

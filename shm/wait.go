@@ -14,8 +14,9 @@ const DefaultWaitSlice = 50 * time.Millisecond
 // made since then return at once. It spins briefly before it sleeps on the
 // futex the broker wakes after every change, so a watcher on the same host
 // needs no message from the broker. It returns ctx's error when ctx ends
-// first, ErrServiceDeleted once the service is deleted (the broker wakes
-// waiters then too) and ErrInterrupted after Interrupt.
+// first, ErrServiceDeleted once the service is deleted, ErrServiceReplaced
+// once its file is replaced (the broker wakes waiters then too) and
+// ErrInterrupted after Interrupt.
 func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 	if m.mem == nil {
 		return seq, ErrClosed
@@ -31,7 +32,7 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		case m.interrupted.Load(): // stored before Interrupt's wake
 			return seq, ErrInterrupted
 		case m.deleted(): // stored before the broker's wake
-			return seq, ErrServiceDeleted
+			return seq, m.goneErr()
 		}
 		if err := ctx.Err(); err != nil {
 			return seq, err
