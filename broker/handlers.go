@@ -39,6 +39,8 @@ func (s *session) handle(m ipc.Message) (ipc.Message, *os.File, error) {
 		return s.getService(m)
 	case *ipc.DeleteService:
 		return s.deleteService(m)
+	case *ipc.ReplaceServiceFile:
+		return s.replaceFile(m)
 	case *ipc.ListServices:
 		return s.listServices(m)
 	case *ipc.AllocateVariable:

@@ -105,6 +105,15 @@ type DeleteService struct {
 	ServiceName string `cbor:"service_name"`
 }
 
+// ReplaceServiceFile makes the broker move a service to a new file and mark
+// the old one replaced, so that mapped readers ask for the file again (and
+// those whose right was revoked are refused); the reply is Service.
+type ReplaceServiceFile struct {
+	Header
+	TenantID    string `cbor:"tenant_id"`
+	ServiceName string `cbor:"service_name"`
+}
+
 // ListServices asks for a tenant's services; the reply is Services.
 type ListServices struct {
 	Header
@@ -344,6 +353,7 @@ func (*CreateService) Kind() string               { return "CreateService" }
 func (*GetService) Kind() string                  { return "GetService" }
 func (*Service) Kind() string                     { return "Service" }
 func (*DeleteService) Kind() string               { return "DeleteService" }
+func (*ReplaceServiceFile) Kind() string          { return "ReplaceServiceFile" }
 func (*ListServices) Kind() string                { return "ListServices" }
 func (*Services) Kind() string                    { return "Services" }
 func (*AllocateVariable) Kind() string            { return "AllocateVariable" }
@@ -385,6 +395,7 @@ func init() {
 		func() Message { return new(GetService) },
 		func() Message { return new(Service) },
 		func() Message { return new(DeleteService) },
+		func() Message { return new(ReplaceServiceFile) },
 		func() Message { return new(ListServices) },
 		func() Message { return new(Services) },
 		func() Message { return new(AllocateVariable) },
