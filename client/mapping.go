@@ -76,7 +76,8 @@ func (m *Mapping) ChangeSeq() uint32 {
 // broker wakes waiters through a futex in the shared file, so a watcher on
 // the same host learns of a change without a message from the broker; it
 // then reads what it needs. When a reconnect maps another file, Wait returns
-// at once with that file's sequence: the values may all have changed. Wait
+// at once with that file's sequence: the values may all have changed; so it
+// does when the broker replaced the file (Client.ReplaceServiceFile). Wait
 // fails with ErrNotLocal on the socket fallback, and with ctx's error when
 // ctx ends first.
 func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
@@ -92,7 +93,7 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		err = shm.ErrInterrupted // got may be another file's
 	}
 	switch {
-	case errors.Is(err, shm.ErrInterrupted):
+	case errors.Is(err, shm.ErrInterrupted), errors.Is(err, shm.ErrServiceReplaced) && m.follow(ctx, sm):
 		if m.cur.Load() != nil {
 			return m.ChangeSeq(), nil
 		}
@@ -102,6 +103,8 @@ func (m *Mapping) Wait(ctx context.Context, seq uint32) (uint32, error) {
 		return seq, ErrNotLocal
 	case errors.Is(err, shm.ErrClosed):
 		return seq, ErrClosed
+	case errors.Is(err, shm.ErrServiceReplaced) && m.cur.Load() == nil:
+		return seq, ErrNotLocal // refused the new file: reads go to the socket
 	case errors.Is(err, shm.ErrServiceDeleted):
 		return seq, shmErr(err, m.svc.ID)
 	}
@@ -180,6 +183,9 @@ func (m *Mapping) read(ctx context.Context, name string, dst []byte) ([]byte, ui
 		b, v, err := sm.Read(name, dst)
 		if err == nil {
 			return b, v, nil
+		}
+		if errors.Is(err, shm.ErrServiceReplaced) && m.follow(ctx, sm) {
+			continue // the broker moved the service: read the new file (or the socket)
 		}
 		if !errors.Is(err, shm.ErrReplaced) {
 			return b, v, shmErr(err, name)
