@@ -25,7 +25,7 @@ func App() *ucli.App {
 			serveCommand(),
 			tenantsCommand(), servicesCommand(), varsCommand(),
 			getCommand(), setCommand(), watchCommand(), statsCommand(),
-			createCommand(), deleteCommand(), allocCommand(), deallocCommand(),
+			createCommand(), deleteCommand(), remapCommand(), allocCommand(), deallocCommand(),
 			auditCommand(), benchCommand(), bridgeCommand(),
 			versionCommand(), completionCommand(), helpCommand(),
 			manCommand(),

@@ -153,6 +153,7 @@ func TestCLIDoc(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	runJSON("remap", "acme/orders")
 	runJSON("dealloc", "acme/orders", "gone")
 	for !strings.Contains(out.String(), `"deleted"`) {
 		if time.Now().After(deadline) {

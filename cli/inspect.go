@@ -556,7 +556,7 @@ type createdJSON struct {
 	TenantID    string `json:"tenant_id"`
 	ServiceName string `json:"service_name,omitempty"`
 	ServiceID   string `json:"service_id,omitempty"`
-	FilePath    string `json:"file_path,omitempty"` // create only
+	FilePath    string `json:"file_path,omitempty"` // create and remap only
 }
 
 func createCommand() *ucli.Command {
@@ -596,6 +596,24 @@ func deleteCommand() *ucli.Command {
 				return err
 			}
 			return done(c, createdJSON{TenantID: t, ServiceName: s}, "deleted service %s/%s", t, s)
+		}),
+	}
+}
+
+func remapCommand() *ucli.Command {
+	return &ucli.Command{
+		Name: "remap", Usage: "move a service to a new file, so that mapped readers ask for it again (after revoking rights)", ArgsUsage: "TENANT/SERVICE",
+		Flags: []ucli.Flag{jsonFlag()},
+		Action: withClient(1, 1, func(c *ucli.Context, cl *client.Client, a []string) error {
+			t, s, isSvc := strings.Cut(a[0], "/")
+			if !isSvc {
+				return usagef("%q: want TENANT/SERVICE", a[0])
+			}
+			svc, err := cl.ReplaceServiceFile(c.Context, t, s)
+			if err != nil {
+				return err
+			}
+			return done(c, createdJSON{t, s, svc.ID, svc.FilePath}, "replaced the file of service %s/%s (file %s)", t, s, svc.FilePath)
 		}),
 	}
 }
