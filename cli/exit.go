@@ -110,14 +110,16 @@ func badValuef(format string, a ...any) error {
 func classify(err error) (code string, exit int, msg string) {
 	var ce *cliError
 	var ue usageError
-	var re *ipc.RemoteError
 	switch {
 	case errors.As(err, &ue):
 		return CodeUsage, ExitUsage, ue.msg
 	case errors.As(err, &ce):
 		return ce.code, ce.exit, ce.msg
-	case errors.As(err, &re):
-		return re.Code, exitOfCode(re.Code), re.Message
+	}
+	if code, msg, ok := remote(err); ok {
+		return code, exitOfCode(code), msg
+	}
+	switch {
 	case errors.Is(err, client.ErrServiceDeleted):
 		return "SERVICE_NOT_FOUND", ExitNotFound, err.Error()
 	case errors.Is(err, client.ErrBusy):
@@ -134,6 +136,20 @@ func classify(err error) (code string, exit int, msg string) {
 	return CodeFailed, ExitFailure, err.Error()
 }
 
+// remote is the code and message of the broker's error reply in err: from
+// the client, or from bench, which speaks the protocol itself.
+func remote(err error) (code, msg string, ok bool) {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Message, true
+	}
+	var re *ipc.RemoteError
+	if errors.As(err, &re) {
+		return re.Code, re.Message, true
+	}
+	return "", "", false
+}
+
 // report prints err on stderr, as JSON ({"error_code", "message"}) when asked,
 // and returns the exit status.
 func report(stderr io.Writer, err error, asJSON bool) int {
@@ -146,8 +162,7 @@ func report(stderr io.Writer, err error, asJSON bool) int {
 		fmt.Fprintf(stderr, "%s\n", b)
 		return exit
 	}
-	var re *ipc.RemoteError
-	if errors.As(err, &re) {
+	if _, _, ok := remote(err); ok {
 		fmt.Fprintf(stderr, "commy: %s: %s\n", code, msg) // the broker's code, for searching the docs
 	} else {
 		fmt.Fprintf(stderr, "commy: %s\n", msg)

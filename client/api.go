@@ -188,7 +188,7 @@ func (s *Service) OpenFile(ctx context.Context) (FileInfo, *os.File, error) {
 	if err != nil {
 		return FileInfo{}, nil, err
 	}
-	r, err := ipc.As[*ipc.ServiceFilePath](m)
+	r, err := as[*ipc.ServiceFilePath](m)
 	if err != nil {
 		if file != nil {
 			file.Close()

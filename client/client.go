@@ -314,7 +314,7 @@ func (c *Client) readLoop(l *link) {
 	case l.lastErr != nil:
 		err = fmt.Errorf("%w: %w", ErrDisconnected, l.lastErr)
 	default:
-		err = fmt.Errorf("%w: %w", ErrDisconnected, err)
+		err = fmt.Errorf("%w: %w", ErrDisconnected, local(err))
 	}
 	c.mu.Lock()
 	pending := l.pending
@@ -368,12 +368,12 @@ func (c *Client) push(l *link, m ipc.Message) {
 	case *ipc.Error:
 		// A connection-level error (FRAME_TOO_LARGE, PROTOCOL_ERROR): the
 		// broker closes the connection next; the reader reports it then.
-		l.lastErr = &Error{Code: m.ErrorCode, Message: m.Message}
+		l.lastErr = remoteError(m)
 	}
 }
 
 // do sends a request on the current connection and waits for its reply. An
-// Error reply is returned as the reply; ipc.As turns it into a Go error.
+// Error reply is returned as the reply; as turns it into an *Error.
 func (c *Client) do(ctx context.Context, req ipc.Message) (ipc.Message, *os.File, error) {
 	c.mu.Lock()
 	l, err := c.link, c.err
@@ -453,7 +453,7 @@ func (c *Client) send(ctx context.Context, l *link, req ipc.Message) error {
 	defer func() { <-l.wsem }()
 	frame, err := l.enc.Frame(req)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return fmt.Errorf("client: %w", local(err))
 	}
 	if n := len(frame) - ipc.HeaderLen; l.maxFrame > 0 && n > l.maxFrame {
 		return fmt.Errorf("client: %s of %d bytes passes the broker's %d-byte limit: %w", req.Kind(), n, l.maxFrame, ErrFrameTooLarge)
@@ -525,7 +525,7 @@ func decode[T ipc.Message](m ipc.Message, file *os.File, err error) (T, error) {
 		var zero T
 		return zero, err
 	}
-	return ipc.As[T](m)
+	return as[T](m)
 }
 
 // remote reports whether err is the broker's answer rather than a failure

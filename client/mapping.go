@@ -29,7 +29,7 @@ import (
 // replaced) it asks the broker for the file again and remaps if it is a
 // different file; if the broker refuses, reads fall back to the socket. A
 // replaced mapping is never unmapped under a Read: the new file is mapped
-// over the same addresses (see shm.Space), a Read that was inside the old one
+// over the same addresses, a Read that was inside the old one
 // reads again, and a Wait inside it returns at once.
 type Mapping struct {
 	svc    *Service
@@ -263,7 +263,7 @@ func (m *Mapping) recheck(ctx context.Context, l *link) error {
 	msg, file, err := s.c.doOn(ctx, l, &ipc.GetServiceFilePath{TenantID: s.Tenant, ServiceName: s.Name})
 	var r *ipc.ServiceFilePath
 	if err == nil {
-		r, err = ipc.As[*ipc.ServiceFilePath](msg)
+		r, err = as[*ipc.ServiceFilePath](msg)
 	}
 	if err == nil && file == nil {
 		file, err = os.Open(r.FilePath)
