@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/commy/commy/client"
 	"github.com/commy/commy/internal/bench"
 	"github.com/schollz/progressbar/v3"
 	ucli "github.com/urfave/cli/v2"
@@ -31,7 +33,10 @@ func benchCommand() *ucli.Command {
 			"PUBLISH), fanout (a write until the last of --subscribers has it), open (GetServiceFilePath,\n" +
 			"descriptor, mmap and first read). read, mapped-read, write and open run once for each count\n" +
 			"in --clients. The broker gets a tenant of its own for the run (made and deleted again unless\n" +
-			"--service names one that exists); Redis gets a key and a channel.",
+			"--service names one that exists); Redis gets a key and a channel. federation (not run by\n" +
+			"default) writes on --socket until a mapped reader on the bridged broker at --remote-socket has\n" +
+			"the value, against a bare JetStream KV put to a watcher on --nats, op by op; --service must\n" +
+			"name a service both bridges federate.",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "scenarios", Aliases: []string{"t"}, Value: strings.Join(bench.Scenarios, ","), Usage: "comma-separated `LIST` of scenarios to run"},
 			&ucli.StringFlag{Name: "clients", Aliases: []string{"c"}, Value: "1,50", Usage: "comma-separated `COUNTS` of concurrent clients"},
@@ -45,6 +50,9 @@ func benchCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "warmup", Value: 200, Usage: "unmeasured requests per client before each measurement"},
 			&ucli.StringFlag{Name: "service", Usage: "`TENANT/SERVICE` to use (default: commy-bench-<pid>/bench, deleted after)"},
 			&ucli.StringFlag{Name: "redis", Usage: "also measure the Redis server on this Unix `SOCKET`"},
+			&ucli.StringFlag{Name: "remote-socket", Usage: "federation: the `SOCKET` of the second, bridged broker"},
+			&ucli.StringFlag{Name: "nats", Usage: "federation: the `URL` of the NATS server the bridges use, for the floor"},
+			&ucli.IntFlag{Name: "nats-replicas", Value: 1, Usage: "federation: replicas of the floor's KV bucket (as the bridges' stream)"},
 			&ucli.StringFlag{Name: "plot", Usage: "draw the latency percentiles of every measurement to `FILE.svg`"},
 			jsonFlag(),
 		},
@@ -126,6 +134,22 @@ func runBench(c *ucli.Context) error {
 		return err
 	}
 	ctx := c.Context
+	var fed *bench.Federation
+	if slices.Contains(cfg.Scenarios, bench.ScenarioFederation) {
+		if c.String("remote-socket") == "" || c.String("nats") == "" {
+			return usagef("the federation scenario needs --remote-socket and --nats")
+		}
+		if cfg.ValueSize < 8 {
+			return usagef("the federation scenario needs --size of at least 8")
+		}
+		rc, err := dialAt(c, c.String("remote-socket"))
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		fed = &bench.Federation{Remote: rc, Tenant: tenant, Service: service, NATS: c.String("nats"),
+			Bucket: fmt.Sprintf("commy-bench-%d", os.Getpid()), Replicas: c.Int("nats-replicas")}
+	}
 	cl, err := dial(c)
 	if err != nil {
 		return err
@@ -158,9 +182,23 @@ func runBench(c *ucli.Context) error {
 	} else {
 		rep.Config.Requests = cfg.Requests
 	}
-	rep.Results, err = bench.Run(ctx, cfg, systems...)
-	if err != nil {
-		return err
+	local := slices.DeleteFunc(slices.Clone(cfg.Scenarios), func(s string) bool { return s == bench.ScenarioFederation })
+	if len(local) > 0 {
+		lc := cfg
+		lc.Scenarios = local
+		if rep.Results, err = bench.Run(ctx, lc, systems...); err != nil {
+			return err
+		}
+	}
+	if fed != nil {
+		if fed.Writer, err = cl.Service(ctx, tenant, service); err != nil {
+			return err
+		}
+		rs, err := bench.FederationRun(ctx, cfg, *fed)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, rs...)
 	}
 	rep.Ratios = ratios(rep.Results)
 	if plotPath != "" {
@@ -185,8 +223,8 @@ func benchConfigOf(c *ucli.Context) (bench.Config, error) {
 	}
 	for _, s := range strings.Split(c.String("scenarios"), ",") {
 		s = strings.TrimSpace(s)
-		if !slices.Contains(bench.Scenarios, s) {
-			return cfg, usagef("--scenarios: unknown scenario %q (want some of %s)", s, strings.Join(bench.Scenarios, ","))
+		if !slices.Contains(bench.Scenarios, s) && s != bench.ScenarioFederation {
+			return cfg, usagef("--scenarios: unknown scenario %q (want some of %s,%s)", s, strings.Join(bench.Scenarios, ","), bench.ScenarioFederation)
 		}
 		if !slices.Contains(cfg.Scenarios, s) {
 			cfg.Scenarios = append(cfg.Scenarios, s)
@@ -249,11 +287,11 @@ func machine(systems []bench.System) benchMachine {
 }
 
 // ratios pairs every commy result with the Redis result of the same
-// measurement.
+// measurement, and the federation result with its floor, bare JetStream.
 func ratios(rs []bench.Result) []benchRatio {
 	redis := map[string]bench.Result{}
 	for _, r := range rs {
-		if r.System == "redis" {
+		if r.System == "redis" || r.System == "jetstream" {
 			redis[r.Key()] = r
 		}
 	}
@@ -309,7 +347,7 @@ func printBench(w io.Writer, rep benchReport) {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "commy / Redis (latency: below 1 is faster; throughput: above 1 is faster)")
+	fmt.Fprintln(w, "commy / Redis, and federation / bare JetStream KV (latency: below 1 is faster; throughput: above 1 is faster)")
 	fmt.Fprintln(w)
 	rows = [][]string{{"measurement", "p50", "p99", "p99.9", "ops/s"}}
 	for _, r := range rep.Ratios {
@@ -383,3 +421,22 @@ func (b *benchBar) Finish() {
 }
 
 var errNoResults = errors.New("cli: nothing measured to plot")
+
+// dialAt connects to the broker at path (the federation scenario's second
+// broker), and says what was tried when none answers.
+func dialAt(c *ucli.Context, path string) (*client.Client, error) {
+	if err := notSocket(path); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, path, client.WithName("commy-bench"))
+	if err != nil {
+		var re *client.Error
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		return nil, dialError(path, err)
+	}
+	return cl, nil
+}

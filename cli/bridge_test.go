@@ -103,6 +103,42 @@ func TestBridgeWalkthrough(t *testing.T) {
 		}
 	}
 
+	// commy bench's federation scenario, against its floor on the same NATS.
+	var rep benchReport
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"commy", "--socket", sa, "bench", "--json", "-t", "federation", "--remote-socket", sb,
+		"--nats", "nats://" + addr, "--service", "edge/bench", "--rounds", "30", "--warmup", "5"}, &out, &errOut); code != 0 {
+		t.Fatalf("bench -t federation: exit %d: %s", code, errOut.String())
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bench --json: %v: %s", err, out.String())
+	}
+	systems := map[string]bool{}
+	for _, r := range rep.Results {
+		systems[r.System] = true
+		if r.Scenario != "federation" || r.Ops != 30 || r.P50Micros <= 0 || r.P50Micros > r.P99Micros || r.P99Micros > r.MaxMicros {
+			t.Errorf("federation result %+v", r)
+		}
+	}
+	if len(rep.Results) != 2 || !systems["commy"] || !systems["jetstream"] || len(rep.Ratios) != 1 || rep.Ratios[0].P50 <= 0 {
+		t.Errorf("federation: results %+v, ratios %+v", rep.Results, rep.Ratios)
+	}
+	// Every measured write was waited for on b: the last one (the 71st
+	// value: 1 first, then 35 floor and 35 bridged ones, alternating) is
+	// there at once.
+	out.Reset()
+	if code := run([]string{"commy", "--socket", sb, "get", "--format", "hex", "edge/bench", "bench"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "4700000000000000") {
+		t.Errorf("b's value after the bench: exit %d: %q", code, out.String())
+	}
+	// A service no bridge mirrors never reaches b: a clear error, not a hang.
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"commy", "--socket", sa, "bench", "-t", "federation", "--remote-socket", sb,
+		"--nats", "nats://" + addr, "--rounds", "3"}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "federate") {
+		t.Errorf("unmirrored service: exit %d: %s", code, errOut.String())
+	}
+
 	for _, p := range bridges {
 		p.stop()
 	}
