@@ -48,7 +48,7 @@ const (
 	EventAdmin       = "admin"
 	EventFileAccess  = "file_access"
 	EventRevoked     = "revoked"    // a subscription ended by a policy reload
-	EventSuppressed  = "suppressed" // denials of one uid not recorded one by one; see Config.AuditCoalesce
+	EventSuppressed  = "suppressed" // denials or connections of one uid not recorded one by one; see Config.AuditCoalesce
 	EventAuditLost   = "audit_lost" // records that could not be written, once the log is writable again
 	auditQueueLength = 4096
 )

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -303,5 +304,45 @@ func TestAttackProtocolErrorFlood(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), fmt.Sprintf("denials=%d", conns-broker.DefaultAuditBurst)) {
 		t.Fatalf("no summary line:\n%s", logs.String())
+	}
+}
+
+// TestAttackReconnectFlood: a uid that reconnects in a loop has the connect
+// and disconnect records of its first connections written in full and the
+// rest counted in summaries, while root's connections are still recorded.
+func TestAttackReconnectFlood(t *testing.T) {
+	testutil.RequireRoot(t)
+	const connects = 200
+	h := start(t, broker.Config{AuditCoalesce: time.Hour})
+	cmd := testutil.Child(t, "connect", testutil.Nobody, testutil.Nobody, "COMMY_SOCK="+h.sock,
+		fmt.Sprintf("COMMY_CONNECTS=%d", connects))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("connect child: %v: %s", err, out)
+	}
+	const rootConnects = 3
+	for range rootConnects {
+		h.dial(t).Close()
+	}
+	dataDir := h.dataDir
+	h.stop(t) // ends the window: the summary is written on shutdown
+	count := map[string]uint64{}
+	for _, r := range readAudit(t, filepath.Join(dataDir, "audit.log")) {
+		who := "root"
+		if *r.UID == testutil.Nobody {
+			who = "nobody"
+		}
+		n := uint64(1)
+		if r.Event == broker.EventSuppressed {
+			n = r.Count
+		}
+		count[who+" "+r.Event] += n
+	}
+	want := map[string]uint64{
+		"nobody connect": broker.DefaultAuditBurst, "nobody disconnect": broker.DefaultAuditBurst,
+		"nobody suppressed": 2 * (connects - broker.DefaultAuditBurst),
+		"root connect":      rootConnects, "root disconnect": rootConnects,
+	}
+	if !maps.Equal(count, want) {
+		t.Fatalf("audit records %v, want %v", count, want)
 	}
 }

@@ -82,9 +82,10 @@ type Config struct {
 	// Audit log limits (see docs/security.md): AuditMaxSize bytes before
 	// the log rotates (default DefaultAuditMaxSize, negative: never),
 	// keeping AuditKeep rotated files (default DefaultAuditKeep, negative:
-	// none). AuditCoalesce is the interval over which one uid's denials past
+	// none). AuditCoalesce is the interval over which one uid's denials (and,
+	// separately, connections) past
 	// DefaultAuditBurst are summed into one record (default
-	// DefaultAuditCoalesce, negative: every denial in full). AuditStrict
+	// DefaultAuditCoalesce, negative: all in full). AuditStrict
 	// refuses audited requests while the audit log cannot be written.
 	AuditMaxSize  int64
 	AuditKeep     int
@@ -125,7 +126,8 @@ type Broker struct {
 	users         *users
 	quota         quotaState
 	fds           fdBudget
-	flood         flood
+	flood         flood // denials
+	connFlood     flood // connect and disconnect records
 	floodStop     chan struct{}
 
 	probeMu    sync.Mutex
@@ -212,7 +214,8 @@ func New(cfg Config) (*Broker, error) {
 		b.wg.Add(1)
 		go b.readProbe()
 	}
-	b.flood = flood{interval: cfg.AuditCoalesce, burst: DefaultAuditBurst}
+	b.flood = flood{interval: cfg.AuditCoalesce, burst: DefaultAuditBurst, what: "denials"}
+	b.connFlood = flood{interval: cfg.AuditCoalesce, burst: DefaultAuditBurst, what: "connections"}
 	b.floodStop = make(chan struct{})
 	if cfg.AuditCoalesce > 0 {
 		b.wg.Go(func() { b.runFlood(b.floodStop) })

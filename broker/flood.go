@@ -19,11 +19,12 @@ const (
 	DefaultAuditBurst    = 10
 )
 
-// flood coalesces one uid's repeated denials. It is safe for concurrent
-// use.
+// flood coalesces one uid's repeated audited events: denials, or
+// connections. It is safe for concurrent use.
 type flood struct {
-	interval time.Duration // 0: every denial in full
+	interval time.Duration // 0: every event in full
 	burst    int
+	what     string // the events, for the summary: "denials", "connections"
 
 	mu   sync.Mutex
 	uids map[uint32]*floodWindow
@@ -31,7 +32,7 @@ type flood struct {
 
 type floodWindow struct {
 	start      time.Time
-	n          int    // denials in this window
+	n          int    // events in this window
 	suppressed uint64 // of which not recorded
 	gid        uint32
 	last, code string // the last suppressed request and its error code, for the summary
@@ -61,6 +62,23 @@ func (f *flood) allow(uid, gid uint32, req, code string) bool {
 	w.suppressed++
 	w.last, w.code = req, code
 	return false
+}
+
+// suppress counts one more record of uid not recorded in full, outside the
+// burst: the disconnect of a connection whose connect was suppressed.
+func (f *flood) suppress(uid, gid uint32, req string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.uids[uid]
+	if w == nil {
+		if f.uids == nil {
+			f.uids = map[uint32]*floodWindow{}
+		}
+		w = &floodWindow{start: time.Now(), gid: gid}
+		f.uids[uid] = w
+	}
+	w.suppressed++
+	w.last = req
 }
 
 // floodSummary is one uid's suppressed denials in an ended window.
@@ -98,21 +116,27 @@ func (b *Broker) runFlood(stop <-chan struct{}) {
 	for {
 		select {
 		case <-t.C:
-			b.floodSummaries(false)
+			b.floodSummaries(&b.flood, false)
+			b.floodSummaries(&b.connFlood, false)
 		case <-stop:
-			b.floodSummaries(true)
+			b.floodSummaries(&b.flood, true)
+			b.floodSummaries(&b.connFlood, true)
 			return
 		}
 	}
 }
 
-func (b *Broker) floodSummaries(force bool) {
-	for _, s := range b.flood.take(force) {
+func (b *Broker) floodSummaries(f *flood, force bool) {
+	for _, s := range f.take(force) {
 		uid, gid := s.uid, s.gid
-		b.log.Warn("requests denied, not logged one by one", "uid", uid, "denials", s.suppressed, "last_request", s.last,
-			"last_code", s.code, "interval", b.flood.interval)
+		if f == &b.connFlood {
+			b.log.Warn("connections not audited one by one", "uid", uid, "records", s.suppressed, "interval", f.interval)
+		} else {
+			b.log.Warn("requests denied, not logged one by one", "uid", uid, "denials", s.suppressed, "last_request", s.last,
+				"last_code", s.code, "interval", f.interval)
+		}
 		b.logAudit(Record{Event: EventSuppressed, UID: &uid, GID: &gid, Count: s.suppressed, Request: s.last, Code: s.code,
-			Reason: fmt.Sprintf("denials beyond %d per %v", b.flood.burst, b.flood.interval)})
+			Reason: fmt.Sprintf("%s beyond %d per %v", f.what, f.burst, f.interval)})
 	}
 }
 

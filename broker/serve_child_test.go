@@ -53,14 +53,20 @@ func serveChild() int {
 }
 
 // connectChild connects to COMMY_SOCK, prints its pid and exits without a
-// word, for tests of what the broker learns about a peer that is gone.
+// word (COMMY_CONNECTS times, default once), for tests of what the broker
+// learns about a peer that is gone and of reconnect floods.
 func connectChild() int {
-	c, err := net.Dial("unix", os.Getenv("COMMY_SOCK"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+	n, _ := strconv.Atoi(os.Getenv("COMMY_CONNECTS"))
+	for i := range max(n, 1) {
+		c, err := net.Dial("unix", os.Getenv("COMMY_SOCK"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		if i == 0 {
+			fmt.Println(os.Getpid())
+		}
+		c.Close()
 	}
-	fmt.Println(os.Getpid())
-	c.Close()
 	return 0
 }

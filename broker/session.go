@@ -114,10 +114,19 @@ func (s *session) serve() {
 	s.b.stats.accepted.Add(1)
 	defer s.b.stats.connections.Add(-1)
 	s.b.log.Debug("connect", "client_id", s.caller.ClientID, "pid", cred.PID, "uid", cred.UID, "gid", cred.GID, "exe", s.caller.Exe)
-	s.auditf(Record{Event: EventConnect})
+	// A connection's connect and disconnect records are written in full,
+	// or both counted in its uid's summary (see flood).
+	full := s.b.connFlood.allow(cred.UID, cred.GID, EventConnect, "")
+	if full {
+		s.auditf(Record{Event: EventConnect})
+	}
 	defer func() {
 		s.b.log.Debug("disconnect", "client_id", s.caller.ClientID, "pid", cred.PID)
-		s.auditf(Record{Event: EventDisconnect})
+		if full {
+			s.auditf(Record{Event: EventDisconnect})
+		} else {
+			s.b.connFlood.suppress(cred.UID, cred.GID, EventDisconnect)
+		}
 	}()
 
 	if !s.handshake() {

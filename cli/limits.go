@@ -21,7 +21,7 @@ func limitFlags() []ucli.Flag {
 		&ucli.IntFlag{Name: "fd-reserve", Value: broker.DefaultFDReserve, Usage: "descriptors new services may not take: kept for connections (half), root's connections and files passed by GetServiceFilePath"},
 		&ucli.Int64Flag{Name: "audit-max-size", Value: broker.DefaultAuditMaxSize, Usage: "rotate the audit log when it would pass this many `BYTES` (-1: never)"},
 		&ucli.IntFlag{Name: "audit-keep", Value: broker.DefaultAuditKeep, Usage: "rotated audit logs kept (audit.log.1 ...; -1: none)"},
-		&ucli.DurationFlag{Name: "audit-coalesce", Value: broker.DefaultAuditCoalesce, Usage: "per uid and interval, record the first denials in full and the rest as one summary (-1s: every denial in full)"},
+		&ucli.DurationFlag{Name: "audit-coalesce", Value: broker.DefaultAuditCoalesce, Usage: "per uid and interval, record the first denials and connections in full and the rest as one summary (-1s: all in full)"},
 		&ucli.BoolFlag{Name: "audit-strict", Usage: "refuse audited requests (writes, creations, GetServiceFilePath) while the audit log cannot be written"},
 		&ucli.IntFlag{Name: "max-filter-names-per-uid", Value: broker.DefaultMaxFilterNamesPerUID, Usage: "variable names one uid may hold in subscription filters (-1: none)"},
 	}
