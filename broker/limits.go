@@ -137,11 +137,16 @@ func (u *account) Charge(n int) error {
 	return u.chargeLocked(limitBuffered, &u.buffered, int64(n), u.us.lim.buffered)
 }
 
-// Discharge gives back n buffered bytes.
+// Discharge gives back n buffered bytes. The account goes if this was the
+// last of a uid without connections (a notice written after its session).
 func (u *account) Discharge(n int) {
-	u.us.mu.Lock()
+	us := u.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
 	u.buffered -= int64(n)
-	u.us.mu.Unlock()
+	if u.conns == 0 && u.buffered == 0 && u.subs == 0 && u.names == 0 && us.m[u.uid] == u {
+		delete(us.m, u.uid)
+	}
 }
 
 // subscribe charges one subscription with names filter names.

@@ -23,6 +23,7 @@ var children = testutil.Children{
 	"connect":    connectChild,
 	"subscriber": subscriberChild,
 	"attack":     attackChild,
+	"stall":      stallChild,
 }
 
 func mustRawFrame(v any) []byte {

@@ -37,7 +37,11 @@ func (b *Broker) revoke(p *Policy) {
 			if err == nil {
 				// Keyed apart from the service's notices, which never merge into it.
 				s.out.drop("ended/" + svc.id)
-				if _, own := s.out.push("ended/"+svc.id, frame, nil, nil); own {
+				_, own, err := s.out.push("ended/"+svc.id, frame, nil, nil)
+				if err != nil {
+					s.overBudget(err)
+				}
+				if own {
 					var sc scratch
 					s.deliver(&sc)
 				}

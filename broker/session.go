@@ -66,10 +66,11 @@ type session struct {
 	done      chan struct{} // closed when the writer must stop
 	closeOnce sync.Once
 	doneOnce  sync.Once
+	overOnce  sync.Once
 }
 
 func newSession(b *Broker, uc *net.UnixConn, cred ipc.Cred, u *account) *session {
-	return &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox()}
+	return &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
 }
 
 // stopReading makes the reader see end of input after the request it is
@@ -145,6 +146,7 @@ func (s *session) serve() {
 	s.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
 	s.doneOnce.Do(func() { close(s.done) })
 	wg.Wait()
+	s.out.settle()
 }
 
 // lingerTimeout bounds how long a session that stopped reading may still

@@ -13,6 +13,11 @@ import (
 // its latest version. A subscriber that stops reading therefore loses no
 // change, costs memory bounded by its subscriptions times their variables,
 // and never blocks the broker or other clients.
+//
+// What waits in an outbox for the writer goroutine is charged to the
+// subscriber's uid (buffered bytes); what a notifier writes at once is not.
+// A subscriber whose notice would take its uid past the limit is
+// disconnected (see overBudget): notices are never dropped silently.
 
 // pending is a notice waiting in an outbox.
 type pending struct {
@@ -22,6 +27,21 @@ type pending struct {
 	vers    []uint64          // likewise
 	merged  map[string]uint64 // set once a second notice merged in
 	order   []string          // names of merged, in first-seen order
+	size    int               // estimated bytes of merged and order
+	cost    int               // bytes charged to the uid for it
+}
+
+// pendingCost estimates the memory of a pending notice, or of names merged
+// into one.
+func pendingCost(frame []byte, names []string) int {
+	if frame != nil {
+		return len(frame)
+	}
+	n := 64
+	for _, name := range names {
+		n += len(name) + 32
+	}
+	return n
 }
 
 // outbox queues a session's notices. One goroutine at a time writes them:
@@ -36,17 +56,51 @@ type outbox struct {
 	busy  bool   // a goroutine is writing notices; the rest wait in q
 	rest  []byte // frames a notifier could not write, for the writer to send first
 	restN int    // how many notices rest holds
+
+	budget   ipc.Budget // the uid's buffered bytes
+	charged  int        // bytes of q and rest charged to budget
+	restCost int        // of which for rest
+	settled  bool       // the session ended: nothing more is charged
 }
 
-func newOutbox() outbox {
-	return outbox{bySvc: map[string]*pending{}, wake: make(chan struct{}, 1)}
+func newOutbox(budget ipc.Budget) outbox {
+	return outbox{bySvc: map[string]*pending{}, wake: make(chan struct{}, 1), budget: budget}
+}
+
+// chargeLocked charges n bytes waiting in the outbox.
+func (o *outbox) chargeLocked(n int) error {
+	if o.settled || n <= 0 {
+		return nil
+	}
+	if err := o.budget.Charge(n); err != nil {
+		return err
+	}
+	o.charged += n
+	return nil
+}
+
+// settle gives back what the outbox holds charged, once the session ended.
+func (o *outbox) settle() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.settled = true
+	for _, p := range o.q {
+		p.cost = 0
+	}
+	o.restCost = 0
+	if o.charged > 0 {
+		o.budget.Discharge(o.charged)
+		o.charged = 0
+	}
 }
 
 // push queues a notice; it never blocks. It reports whether it merged, and
 // whether the caller may write the queue itself (nothing being written,
 // nothing handed to the writer): the caller then owns the outbox and must
-// call deliver, which releases it.
-func (o *outbox) push(service string, frame []byte, names []string, vers []uint64) (merged, own bool) {
+// call deliver, which releases it. A notice left for the writer goroutine is
+// charged to the uid; err is the charge refused (the notice is queued
+// anyway, and the caller must end the session).
+func (o *outbox) push(service string, frame []byte, names []string, vers []uint64) (merged, own bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if p := o.bySvc[service]; p != nil {
@@ -56,27 +110,37 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 				p.merged[n] = p.vers[i]
 				p.order = append(p.order, n)
 			}
+			p.size = pendingCost(nil, p.names)
 			p.frame, p.names, p.vers = nil, nil, nil
 		}
 		for i, n := range names {
 			if _, ok := p.merged[n]; !ok {
 				p.order = append(p.order, n)
+				p.size += len(n) + 32
 			}
 			if vers[i] == 0 || vers[i] > p.merged[n] || p.merged[n] == 0 {
 				p.merged[n] = vers[i]
 			}
 		}
-		return true, false
+		if p.cost > 0 && p.size > p.cost { // charged: it waits for the writer
+			if err = o.chargeLocked(p.size - p.cost); err == nil {
+				p.cost = p.size
+			}
+		}
+		return true, false, err
 	}
 	p := &pending{service: service, frame: frame, names: names, vers: vers}
 	o.q = append(o.q, p)
 	o.bySvc[service] = p
 	if !o.busy && len(o.rest) == 0 {
 		o.busy = true
-		return false, true
+		return false, true, nil
+	}
+	if err = o.chargeLocked(pendingCost(frame, names)); err == nil {
+		p.cost = pendingCost(frame, names)
 	}
 	o.wakeLocked()
-	return false, false
+	return false, false, err
 }
 
 // wakeLocked wakes the writer goroutine.
@@ -88,18 +152,24 @@ func (o *outbox) wakeLocked() {
 }
 
 // release ends the caller's turn at writing. unsent are frames it could not
-// write; they go to the writer goroutine, ahead of anything queued since.
-func (o *outbox) release(unsent []byte, n int) {
+// write; they go to the writer goroutine, ahead of anything queued since,
+// charged to the uid. err is the charge refused (the caller must end the
+// session).
+func (o *outbox) release(unsent []byte, n int) (err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.busy = false
 	if len(unsent) > 0 {
 		o.rest = append(o.rest, unsent...)
 		o.restN += n
+		if err = o.chargeLocked(len(unsent)); err == nil {
+			o.restCost += len(unsent)
+		}
 	}
 	if len(o.q) > 0 || len(o.rest) > 0 {
 		o.wakeLocked()
 	}
+	return err
 }
 
 // drop forgets a pending notice of a service (after Unsubscribe).
@@ -114,31 +184,45 @@ func (o *outbox) drop(service string) {
 				break
 			}
 		}
+		if p.cost > 0 {
+			o.budget.Discharge(p.cost)
+			o.charged -= p.cost
+		}
 	}
 }
 
-// takeLocked removes every pending notice.
-func (o *outbox) takeLocked(into []*pending) []*pending {
+// takeLocked removes every pending notice. The caller takes over what they
+// hold charged, returned, and discharges it once they are written.
+func (o *outbox) takeLocked(into []*pending) ([]*pending, int) {
+	cost := 0
+	for _, p := range o.q {
+		cost += p.cost
+	}
+	o.charged -= cost
 	into = append(into, o.q...)
 	clear(o.q)
 	o.q = o.q[:0]
 	clear(o.bySvc)
-	return into
+	return into, cost
 }
 
 // take makes the caller the outbox's writer, unless another goroutine is
 // writing, and then removes every pending notice and the frames handed over
-// by release.
-func (o *outbox) take(into []*pending) ([]*pending, []byte, int, bool) {
+// by release, with the bytes they hold charged (see takeLocked).
+func (o *outbox) take(into []*pending) (batch []*pending, rest []byte, n, cost int, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.busy {
-		return into, nil, 0, false
+		return into, nil, 0, 0, false
 	}
 	o.busy = true
-	rest, n := o.rest, o.restN
+	rest, n = o.rest, o.restN
 	o.rest, o.restN = nil, 0
-	return o.takeLocked(into), rest, n, true
+	batch, cost = o.takeLocked(into)
+	cost += o.restCost
+	o.charged -= o.restCost
+	o.restCost = 0
+	return batch, rest, n, cost, true
 }
 
 // frame encodes a notice that was merged or filtered.
@@ -171,9 +255,9 @@ func (s *session) writeLoop() {
 			return
 		}
 		var rest []byte
-		var restN int
+		var restN, cost int
 		var ok bool
-		batch, rest, restN, ok = s.out.take(batch[:0])
+		batch, rest, restN, cost, ok = s.out.take(batch[:0])
 		if !ok {
 			continue
 		}
@@ -187,6 +271,9 @@ func (s *session) writeLoop() {
 		var err error
 		if size > 0 {
 			err = s.conn.WriteFrames(bufs)
+		}
+		if cost > 0 {
+			s.user.Discharge(cost)
 		}
 		s.out.release(nil, 0)
 		if err != nil {
@@ -226,7 +313,8 @@ type scratch struct {
 // It never blocks on the subscriber, and it releases the outbox.
 func (s *session) deliver(sc *scratch) {
 	s.out.mu.Lock()
-	sc.batch = s.out.takeLocked(sc.batch[:0])
+	var cost int
+	sc.batch, cost = s.out.takeLocked(sc.batch[:0])
 	s.out.mu.Unlock()
 	buf, n := sc.buf[:0], 0
 	for _, p := range sc.batch {
@@ -249,7 +337,12 @@ func (s *session) deliver(sc *scratch) {
 		s.b.stats.noticesSent.Add(uint64(n))
 		s.b.stats.bytesOut.Add(uint64(len(buf)))
 	default:
-		s.out.release(buf, n)
+		if err := s.out.release(buf, n); err != nil {
+			s.overBudget(err)
+		}
+	}
+	if cost > 0 {
+		s.user.Discharge(cost)
 	}
 	sc.buf = buf
 	if cap(buf) > 2*ipc.MaxTryWrite {
@@ -301,9 +394,12 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 					return
 				}
 			}
-			merged, own := sess.out.push(svc.id, frame, names, vers)
+			merged, own, err := sess.out.push(svc.id, frame, names, vers)
 			if merged {
 				b.stats.noticesMerged.Add(1)
+			}
+			if err != nil {
+				sess.overBudget(err)
 			}
 			if own {
 				owe(svc, sender, sess)
@@ -320,14 +416,29 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 		if len(fn) == 0 {
 			continue
 		}
-		merged, own := sess.out.push(svc.id, nil, fn, fv)
+		merged, own, err := sess.out.push(svc.id, nil, fn, fv)
 		if merged {
 			b.stats.noticesMerged.Add(1)
+		}
+		if err != nil {
+			sess.overBudget(err)
 		}
 		if own {
 			owe(svc, sender, sess)
 		}
 	}
+}
+
+// overBudget ends a subscriber whose unsent notices would take its uid
+// past its buffered bytes: its notices already merge per service, so the
+// only way left to bound them is to disconnect it. The client sees the
+// connection end, never a notice silently missing.
+func (s *session) overBudget(err error) {
+	s.overOnce.Do(func() {
+		s.b.log.Warn("subscriber disconnected: unsent notices over its uid's limit", "client_id", s.caller.ClientID,
+			"pid", s.caller.PID, "uid", s.caller.UID, "err", err)
+		s.close()
+	})
 }
 
 // owe makes sender deliver sess's notices after its reply, or delivers them

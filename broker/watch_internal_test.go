@@ -1,9 +1,25 @@
 package broker
 
 import (
+	"errors"
 	"slices"
 	"testing"
 )
+
+// testBudget is an ipc.Budget refusing charges past limit (0: none).
+type testBudget struct{ held, limit int }
+
+var errTestBudget = errors.New("over budget")
+
+func (b *testBudget) Charge(n int) error {
+	if b.limit > 0 && b.held+n > b.limit {
+		return errTestBudget
+	}
+	b.held += n
+	return nil
+}
+
+func (b *testBudget) Discharge(n int) { b.held -= n }
 
 func woken(o *outbox) bool {
 	select {
@@ -19,8 +35,9 @@ func woken(o *outbox) bool {
 // writes, notices queue (and merge) for the writer, woken on release, and
 // frames the notifier could not write go out before them.
 func TestOutboxDirect(t *testing.T) {
-	o := newOutbox()
-	merged, own := o.push("a", []byte("A1"), []string{"x"}, []uint64{1})
+	budget := &testBudget{}
+	o := newOutbox(budget)
+	merged, own, _ := o.push("a", []byte("A1"), []string{"x"}, []uint64{1})
 	if merged || !own {
 		t.Fatalf("idle outbox: merged %v, own %v", merged, own)
 	}
@@ -29,21 +46,21 @@ func TestOutboxDirect(t *testing.T) {
 	}
 	// The notifier takes what it writes (deliver).
 	o.mu.Lock()
-	now := o.takeLocked(nil)
+	now, _ := o.takeLocked(nil)
 	o.mu.Unlock()
 	if len(now) != 1 || now[0].service != "a" {
 		t.Fatalf("the notifier took %v", now)
 	}
 	// While the notifier writes, another notice queues, then merges.
-	if _, own := o.push("b", []byte("B1"), []string{"y"}, []uint64{1}); own {
+	if _, own, _ := o.push("b", []byte("B1"), []string{"y"}, []uint64{1}); own {
 		t.Fatal("a second writer was let in")
 	}
-	if merged, _ := o.push("b", []byte("B2"), []string{"y"}, []uint64{2}); !merged {
+	if merged, _, _ := o.push("b", []byte("B2"), []string{"y"}, []uint64{2}); !merged {
 		t.Fatal("no merge while busy")
 	}
 	// The writer goroutine cannot take the outbox while the notifier has it.
 	woken(&o)
-	if _, _, _, ok := o.take(nil); ok {
+	if _, _, _, _, ok := o.take(nil); ok {
 		t.Fatal("the writer took a busy outbox")
 	}
 	// The notifier could not write A1: it goes to the writer, first.
@@ -51,9 +68,13 @@ func TestOutboxDirect(t *testing.T) {
 	if !woken(&o) {
 		t.Fatal("release did not wake the writer with notices queued")
 	}
-	batch, rest, n, ok := o.take(nil)
-	if !ok || string(rest) != "A1" || n != 1 || len(batch) != 1 || batch[0].service != "b" {
-		t.Fatalf("take: ok %v rest %q n %d batch %v", ok, rest, n, batch)
+	charged := pendingCost(nil, []string{"y"}) + len("A1") // the merged notice and the frame handed over
+	if budget.held != charged {
+		t.Fatalf("%d bytes charged for what waits for the writer, want %d", budget.held, charged)
+	}
+	batch, rest, n, cost, ok := o.take(nil)
+	if !ok || string(rest) != "A1" || n != 1 || len(batch) != 1 || batch[0].service != "b" || cost != charged {
+		t.Fatalf("take: ok %v rest %q n %d batch %v cost %d", ok, rest, n, batch, cost)
 	}
 	if f, _ := batch[0].encode(); f == nil {
 		t.Fatal("merged notice does not encode")
@@ -62,21 +83,55 @@ func TestOutboxDirect(t *testing.T) {
 		t.Fatalf("merged notice %+v", batch[0])
 	}
 	// While the writer has the outbox, notifiers queue.
-	if _, own := o.push("c", []byte("C1"), []string{"z"}, []uint64{1}); own {
+	if _, own, _ := o.push("c", []byte("C1"), []string{"z"}, []uint64{1}); own {
 		t.Fatal("a notifier wrote while the writer goroutine had the outbox")
 	}
 	o.release(nil, 0)
 	if !woken(&o) {
 		t.Fatal("release left a queued notice without a writer")
 	}
-	batch, rest, _, _ = o.take(nil)
+	batch, rest, _, _, _ = o.take(nil)
 	if len(batch) != 1 || rest != nil {
 		t.Fatalf("take: %v %q", batch, rest)
 	}
 	o.release(nil, 0)
 	// Handed-over frames keep later notices from the direct path.
 	o.release([]byte("X"), 1)
-	if _, own := o.push("d", []byte("D1"), []string{"w"}, []uint64{1}); own {
+	if _, own, _ := o.push("d", []byte("D1"), []string{"w"}, []uint64{1}); own {
 		t.Fatal("a notice overtook frames waiting for the writer")
+	}
+}
+
+// TestOutboxCharge: what waits for the writer goroutine is charged, a
+// notice past the limit is refused (and kept, for the caller to end the
+// session), an unsubscribed notice and the session's end give back the rest.
+func TestOutboxCharge(t *testing.T) {
+	budget := &testBudget{limit: 100}
+	o := newOutbox(budget)
+	if _, own, err := o.push("a", []byte("A1"), []string{"x"}, []uint64{1}); !own || err != nil || budget.held != 0 {
+		t.Fatalf("the direct path: own %v, err %v, %d bytes charged", own, err, budget.held)
+	}
+	if _, _, err := o.push("b", make([]byte, 60), []string{"y"}, []uint64{1}); err != nil || budget.held != 60 {
+		t.Fatalf("queued notice: err %v, %d bytes charged", err, budget.held)
+	}
+	if _, _, err := o.push("c", make([]byte, 60), []string{"z"}, []uint64{1}); !errors.Is(err, errTestBudget) {
+		t.Fatalf("a notice past the limit: err %v", err)
+	}
+	if len(o.q) != 3 {
+		t.Fatalf("%d notices queued, want 3: a refused one is kept", len(o.q))
+	}
+	o.drop("b")
+	if budget.held != 0 {
+		t.Fatalf("%d bytes charged after the charged notice was dropped", budget.held)
+	}
+	if err := o.release([]byte("A1"), 1); err != nil || budget.held != 2 {
+		t.Fatalf("handed-over frame: err %v, %d bytes charged", err, budget.held)
+	}
+	o.settle()
+	if budget.held != 0 {
+		t.Fatalf("%d bytes charged after the session ended", budget.held)
+	}
+	if _, _, err := o.push("d", make([]byte, 200), nil, nil); err != nil || budget.held != 0 {
+		t.Fatalf("after settle: err %v, %d bytes charged", err, budget.held)
 	}
 }

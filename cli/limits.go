@@ -16,7 +16,7 @@ func limitFlags() []ucli.Flag {
 		&ucli.DurationFlag{Name: "frame-timeout", Value: broker.DefaultFrameTimeout, Usage: "a frame that has started must arrive whole within this"},
 		&ucli.IntFlag{Name: "max-connections-per-uid", Value: broker.DefaultMaxConnectionsPerUID, Usage: "connections one uid may hold (root and the broker's uid: no limit; -1: none)"},
 		&ucli.IntFlag{Name: "reserved-connections", Value: broker.DefaultReservedConnections, Usage: "of --max-connections, how many only root and the broker's uid may use"},
-		&ucli.Int64Flag{Name: "max-buffered-per-uid", Value: broker.DefaultMaxBufferedPerUID, Usage: "`BYTES` one uid may have buffered in incomplete requests and unread replies (-1: none)"},
+		&ucli.Int64Flag{Name: "max-buffered-per-uid", Value: broker.DefaultMaxBufferedPerUID, Usage: "`BYTES` one uid may have buffered in incomplete requests, unread replies and waiting notices (-1: none)"},
 		&ucli.IntFlag{Name: "max-subscriptions-per-uid", Value: broker.DefaultMaxSubscriptionsPerUID, Usage: "subscriptions one uid may hold (-1: none)"},
 		&ucli.IntFlag{Name: "fd-reserve", Value: broker.DefaultFDReserve, Usage: "descriptors new services may not take: kept for connections (half), root's connections and files passed by GetServiceFilePath"},
 		&ucli.Int64Flag{Name: "audit-max-size", Value: broker.DefaultAuditMaxSize, Usage: "rotate the audit log when it would pass this many `BYTES` (-1: never)"},
