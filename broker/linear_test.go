@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/client"
 )
 
 // TestDeleteTenantRacesCreate: a tenant and service created again while the
@@ -36,7 +36,7 @@ func TestDeleteTenantRacesCreate(t *testing.T) {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, ipc.ErrAlreadyExists) {
+			if !errors.Is(err, client.ErrAlreadyExists) {
 				t.Fatalf("round %d: create tenant: %v", round, err)
 			}
 		}
@@ -89,7 +89,7 @@ func TestDeleteServiceRacesCreate(t *testing.T) {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, ipc.ErrAlreadyExists) {
+			if !errors.Is(err, client.ErrAlreadyExists) {
 				t.Fatalf("round %d: create: %v", round, err)
 			}
 		}
@@ -147,7 +147,7 @@ func TestCreateDoesNotBlockLookups(t *testing.T) {
 	if _, err := other.Service(lctx, "acme", "orders"); err != nil {
 		t.Fatalf("a lookup while a creation waits: %v", err)
 	}
-	if _, err := other.Service(lctx, "acme", "slow"); !errors.Is(err, ipc.ErrServiceNotFound) {
+	if _, err := other.Service(lctx, "acme", "slow"); !errors.Is(err, client.ErrServiceNotFound) {
 		t.Errorf("the service being created: %v, want SERVICE_NOT_FOUND", err)
 	}
 	release()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/client"
 	"github.com/commy/commy/internal/testutil"
 	"github.com/commy/commy/ipc"
 	"github.com/commy/commy/shm"
@@ -165,7 +166,7 @@ func seedService(t *testing.T, h *harness, tenant, service string) {
 	t.Helper()
 	c := h.dial(t)
 	ctx := t.Context()
-	if err := c.CreateTenant(ctx, tenant); err != nil && !errors.Is(err, ipc.ErrAlreadyExists) {
+	if err := c.CreateTenant(ctx, tenant); err != nil && !errors.Is(err, client.ErrAlreadyExists) {
 		t.Fatal(err)
 	}
 	svc, err := c.CreateService(ctx, tenant, service)
