@@ -15,7 +15,7 @@ all: build
 BASEVERSION := $(shell sed -n 's/^var Version = "\(.*\)"/\1/p' broker/broker.go)
 COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 VERSION     ?= $(BASEVERSION)$(shell git rev-parse --short HEAD >/dev/null 2>&1 && echo "+git.$$(git rev-parse --short HEAD)")
-LDFLAGS     := -X github.com/commy/commy/broker.Version=$(VERSION) -X github.com/commy/commy/cli.commit=$(COMMIT)
+LDFLAGS     := -X github.com/commy/commy/broker.Version=$(VERSION) -X github.com/commy/commy/internal/cli.commit=$(COMMIT)
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/commy
@@ -47,9 +47,9 @@ stress:
 
 # Each fuzz target runs for FUZZTIME.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./ipc
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ipc
-	$(GO) test -run '^$$' -fuzz '^FuzzDiff$$' -fuzztime $(FUZZTIME) ./simd
+	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./internal/ipc
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/ipc
+	$(GO) test -run '^$$' -fuzz '^FuzzDiff$$' -fuzztime $(FUZZTIME) ./internal/simd
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
@@ -70,14 +70,14 @@ bench-compare: build
 	for i in $$(seq 100); do [ -S $$dir/commy.sock ] && [ -S $$dir/redis.sock ] && break; sleep 0.1; done; \
 	./$(BIN) bench --socket $$dir/commy.sock --redis $$dir/redis.sock --plot $(BENCH_PLOT) $(BENCH_FLAGS)
 
-# Regenerates the eBPF objects from ebpf/probe.c (needs Debian's clang, llvm
+# Regenerates the eBPF objects from internal/ebpf/probe.c (needs Debian's clang, llvm
 # and libbpf-dev: apt-get install -y clang llvm libbpf-dev). A plain
-# `go test ./ebpf` fails when the committed objects are stale.
+# `go test ./internal/ebpf` fails when the committed objects are stale.
 generate:
-	$(GO) generate ./ebpf/
+	$(GO) generate ./internal/ebpf/
 
 check-generate: generate
-	git diff --exit-code -- ebpf/
+	git diff --exit-code -- internal/ebpf/
 
 clean:
 	rm -rf bin

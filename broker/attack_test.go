@@ -17,8 +17,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
 )
 
 // attackChild runs the attack COMMY_ATTACK against COMMY_SOCK with

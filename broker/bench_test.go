@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // BenchmarkRoundTrip compares a request through the broker with a raw Unix

@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/paths"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/shm"
 )
 
 // Backends for service files.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // TestReportRepeatedName: a report naming one variable twice is the

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/shm"
 )
 
 // FDStore keeps descriptors for the broker while it restarts: systemd's file

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Denial coalescing defaults: per uid and interval, the first

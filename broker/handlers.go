@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // handle serves one request and returns its reply, with a descriptor to pass

@@ -11,8 +11,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
 )
 
 func TestMain(m *testing.M) {

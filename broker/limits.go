@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // Per-uid and per-connection defaults (see docs/security.md, "Resources").

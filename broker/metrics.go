@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

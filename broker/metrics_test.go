@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/metrics"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/metrics"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"

@@ -3,7 +3,7 @@ package broker
 import (
 	"fmt"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // validTenant checks a tenant id: [A-Za-z0-9.-]{1,64}, not "." or "..". It

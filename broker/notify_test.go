@@ -16,7 +16,7 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // TestReportVariableChanges is the seed guide's test: a report is

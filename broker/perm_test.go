@@ -12,9 +12,9 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
 	"github.com/fxamacker/cbor/v2"
 )
 

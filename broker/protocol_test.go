@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // TestEveryMessage sends every request type through a real socket and checks

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Per-tenant and broker-wide defaults, used for every key the policy file's

@@ -8,8 +8,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/shm"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/shm"
 )
 
 // quotaPolicy lets uid 65534 create in tenant "evil", with limits.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/shm"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/shm"
 )
 
 func init() { children["mapreader"] = mapReaderChild }

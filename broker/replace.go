@@ -3,7 +3,7 @@ package broker
 import (
 	"os"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // replaceFile handles ReplaceServiceFile: see replaceService.

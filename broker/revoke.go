@@ -3,7 +3,7 @@ package broker
 import (
 	"fmt"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // revoke ends every subscription that p no longer allows: the session gets

@@ -14,8 +14,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
 )
 
 // subscriberChild subscribes to COMMY_SERVICE (tenant/service) on

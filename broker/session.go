@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Caller is who is at the other end of a connection, as the kernel reported it

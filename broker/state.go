@@ -10,8 +10,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // tenant holds services by name. Guarded by Broker.mu.

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
 )
 
 // TestAttackSubscriptionFilters: a uid with read cannot hold more

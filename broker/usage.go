@@ -3,7 +3,7 @@ package broker
 import (
 	"strconv"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

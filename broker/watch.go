@@ -4,7 +4,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Notices to a subscriber go through its outbox. The outbox holds at most one

@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // CreateTenant creates a tenant.

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Option configures Dial.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // TestConcurrentRequests runs 64 goroutines of mixed requests on one Client:

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Error is an error reply from the broker: its wire code (such as

@@ -6,8 +6,8 @@ import (
 	"io"
 	"testing"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // TestMappedReadErrors: the shm errors of a mapped read match the client's

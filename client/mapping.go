@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // Mapping reads a service's values. Where the broker grants the map right it

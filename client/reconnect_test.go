@@ -17,8 +17,8 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 var fastBackoff = client.WithReconnect(client.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond})

@@ -3,8 +3,8 @@ package client
 import (
 	"context"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // ReplaceServiceFile makes the broker move a service to a new file (admin

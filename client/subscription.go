@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Notice says which variables of a service changed, with their versions. A

@@ -3,7 +3,7 @@ package client
 import (
 	"maps"
 
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // The SDK's own result types. Their JSON names are the protocol's field

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/simd"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/simd"
 )
 
 // WorkingCopy is a local copy of every variable of a service that the

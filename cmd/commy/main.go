@@ -4,7 +4,7 @@ package main
 import (
 	"os"
 
-	"github.com/commy/commy/cli"
+	"github.com/commy/commy/internal/cli"
 )
 
 func main() { os.Exit(cli.Main(os.Args)) }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // Variable is the name of the variable the benchmark reads and writes.

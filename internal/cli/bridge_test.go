@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commy/commy/bridge"
+	"github.com/commy/commy/internal/bridge"
 	"github.com/commy/commy/internal/testutil"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/ipc"
 )
 
 // startBroker serves a broker on a socket in a new directory.
@@ -189,7 +189,7 @@ var grantLine = regexp.MustCompile(`^# (\[\[grant\]\]|[a-z]+ += )`)
 // TestExamplePolicy: contrib/policy.toml.example parses, with the commy group
 // (which the Debian package creates) standing for one that exists here.
 func TestExamplePolicy(t *testing.T) {
-	b, err := os.ReadFile("../contrib/policy.toml.example")
+	b, err := os.ReadFile("../../contrib/policy.toml.example")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/metrics"
+	"github.com/commy/commy/internal/metrics"
 	ucli "github.com/urfave/cli/v2"
 )
 

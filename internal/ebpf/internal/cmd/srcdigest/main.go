@@ -11,7 +11,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/commy/commy/ebpf/internal/srcdigest"
+	"github.com/commy/commy/internal/ebpf/internal/srcdigest"
 )
 
 func main() {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ebpf"
+	"github.com/commy/commy/internal/ebpf"
 	"github.com/commy/commy/internal/testutil"
 	"golang.org/x/sys/unix"
 )

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ebpf"
+	"github.com/commy/commy/internal/ebpf"
 	"golang.org/x/sys/unix"
 )
 

@@ -3,7 +3,7 @@ package ebpf
 import (
 	"testing"
 
-	"github.com/commy/commy/ebpf/internal/srcdigest"
+	"github.com/commy/commy/internal/ebpf/internal/srcdigest"
 )
 
 // TestGeneratedUpToDate fails when probe.c, kernel.h or gen.go changed since

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/metrics"
+	"github.com/commy/commy/internal/metrics"
 	ucli "github.com/urfave/cli/v2"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commy/commy/bridge"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/bridge"
 )
 
 func threeHosts(t *testing.T, c *cluster) []*host {

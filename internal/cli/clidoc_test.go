@@ -23,7 +23,7 @@ import (
 // on its "JSON fields:" line, or nil after "JSON: none".
 func docFields(t *testing.T) map[string][]string {
 	t.Helper()
-	b, err := os.ReadFile("../docs/cli.md")
+	b, err := os.ReadFile("../../docs/cli.md")
 	if err != nil {
 		t.Fatal(err)
 	}

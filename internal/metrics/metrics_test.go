@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commy/commy/internal/metrics"
 	"github.com/commy/commy/internal/testutil"
-	"github.com/commy/commy/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

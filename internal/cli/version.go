@@ -6,13 +6,13 @@ import (
 	"runtime/debug"
 
 	"github.com/commy/commy/broker"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 	ucli "github.com/urfave/cli/v2"
 )
 
 // commit is the source revision, stamped at build time:
 //
-//	go build -ldflags "-X github.com/commy/commy/cli.commit=$(git rev-parse HEAD)"
+//	go build -ldflags "-X github.com/commy/commy/internal/cli.commit=$(git rev-parse HEAD)"
 //
 // (the version goes into broker.Version the same way). Unstamped, it is the
 // revision the go command recorded, if any.

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/paths"
-	"github.com/commy/commy/ipc"
-	"github.com/commy/commy/shm"
+	"github.com/commy/commy/internal/shm"
 	"github.com/coreos/go-systemd/v22/daemon"
 	ucli "github.com/urfave/cli/v2"
 )

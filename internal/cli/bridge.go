@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/commy/commy/bridge"
-	"github.com/commy/commy/metrics"
+	"github.com/commy/commy/internal/bridge"
+	"github.com/commy/commy/internal/metrics"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"

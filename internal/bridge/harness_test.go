@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commy/commy/bridge"
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/bridge"
 	"github.com/commy/commy/internal/testutil"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"

@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"github.com/commy/commy/client"
-	"github.com/commy/commy/ipc"
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Exit statuses, by class of failure, in the spirit of sysexits.h. Every
