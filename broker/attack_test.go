@@ -349,6 +349,9 @@ func TestAttackConnectionSlots(t *testing.T) {
 		for i := 0; i < 8; i++ {
 			served(t, h) // one at a time; each closes after
 		}
+		// The broker frees a slot when it sees the close, not when the
+		// client closes: wait for root's last connection to be gone.
+		waitFor(t, "root's connections to end", func() bool { return usageOf(h.b, 0).Connections == 0 })
 		var cs []*ipc.Conn
 		for i := 0; i < 8; i++ {
 			r := h.raw(t, true)
