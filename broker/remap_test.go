@@ -28,18 +28,12 @@ func init() { children["mapreader"] = mapReaderChild }
 // ERR").
 func mapReaderChild() int {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, os.Getenv("COMMY_SOCK"))
+	c, svc, err := childService(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	defer c.Close()
-	tenant, name, _ := strings.Cut(os.Getenv("COMMY_SERVICE"), "/")
-	svc, err := c.Service(ctx, tenant, name)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
 	m, err := svc.Map(ctx)
 	if err != nil || !m.Local() {
 		fmt.Fprintln(os.Stderr, "map:", err, m != nil && m.Local())

@@ -18,23 +18,33 @@ import (
 	"github.com/commy/commy/internal/testutil"
 )
 
+// childService dials COMMY_SOCK and opens COMMY_SERVICE (tenant/service):
+// the start of every child that acts on one service.
+func childService(ctx context.Context) (*client.Client, *client.Service, error) {
+	c, err := client.Dial(ctx, os.Getenv("COMMY_SOCK"))
+	if err != nil {
+		return nil, nil, err
+	}
+	tenant, name, _ := strings.Cut(os.Getenv("COMMY_SERVICE"), "/")
+	svc, err := c.Service(ctx, tenant, name)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, svc, nil
+}
+
 // subscriberChild subscribes to COMMY_SERVICE (tenant/service) on
 // COMMY_SOCK and prints "subscribed", then "notice" for each notice and
 // "ended CODE" when the subscription ends.
 func subscriberChild() int {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, os.Getenv("COMMY_SOCK"))
+	c, svc, err := childService(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	defer c.Close()
-	tenant, name, _ := strings.Cut(os.Getenv("COMMY_SERVICE"), "/")
-	svc, err := c.Service(ctx, tenant, name)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
 	sub, err := svc.Subscribe(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
