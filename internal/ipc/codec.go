@@ -47,22 +47,51 @@ func init() {
 // nobody knows gives ErrUnknownMessage. The header is returned whenever it
 // could be read, so the reply can carry the request's id.
 func Decode(body []byte) (Message, Header, error) {
-	var h Header
-	if err := decMode.Unmarshal(body, &h); err != nil {
-		return nil, h, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	if h.Type == "" {
-		return nil, h, fmt.Errorf("%w: no type", ErrInvalidRequest)
-	}
-	mk, ok := kinds[h.Type]
+	typ, ok := peekType(body)
 	if !ok {
-		return nil, h, fmt.Errorf("%w: %q", ErrUnknownMessage, h.Type)
+		var h Header
+		if err := decMode.Unmarshal(body, &h); err != nil {
+			return nil, h, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		}
+		typ = []byte(h.Type)
+	}
+	if len(typ) == 0 {
+		return nil, Header{}, fmt.Errorf("%w: no type", ErrInvalidRequest)
+	}
+	mk, known := kinds[string(typ)]
+	if !known {
+		return nil, headerOf(body), fmt.Errorf("%w: %q", ErrUnknownMessage, typ)
 	}
 	m := mk()
 	if err := decMode.Unmarshal(body, m); err != nil {
-		return nil, h, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, h.Type, err)
+		return nil, headerOf(body), fmt.Errorf("%w: %s: %w", ErrInvalidRequest, typ, err)
 	}
-	return m, h, nil
+	return m, *m.Hdr(), nil
+}
+
+// headerOf is as much of the header as body yields, for the id of an error
+// reply.
+func headerOf(body []byte) Header {
+	var h Header
+	decMode.Unmarshal(body, &h)
+	return h
+}
+
+// peekType reads the type of a body that starts as this package encodes one,
+// a map whose first key is "type" with a short text value, so that Decode
+// unmarshals the body once. Other bodies are left to the decoder (ok false).
+// Both ways the whole body is then checked by Unmarshal.
+func peekType(body []byte) (typ []byte, ok bool) {
+	const key = "\x64type" // text of length 4, "type"
+	if len(body) < 1+len(key)+1 || body[0] < 0xa1 || body[0] > 0xb7 || string(body[1:1+len(key)]) != key {
+		return nil, false
+	}
+	v := body[1+len(key):]
+	n := int(v[0]) - 0x60
+	if n < 1 || n > 23 || len(v) < 1+n {
+		return nil, false
+	}
+	return v[1 : 1+n], true
 }
 
 // Encoder builds frames in a buffer it reuses. It is not safe for concurrent

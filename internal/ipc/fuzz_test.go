@@ -64,6 +64,9 @@ func FuzzDecode(f *testing.F) {
 		if m.Kind() != h.Type {
 			t.Fatalf("decoded %s for type %q", m.Kind(), h.Type)
 		}
+		if full := headerOf(data); full != h {
+			t.Fatalf("header %+v, decoded alone %+v", h, full)
+		}
 		fr, err := EncodeFrame(m)
 		if err != nil {
 			return // e.g. NaN floats in Stats encode fine; anything else is reported here

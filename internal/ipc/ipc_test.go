@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"syscall"
 	"testing"
 
 	"github.com/commy/commy/internal/testutil"
+	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,6 +102,57 @@ func TestWireExample(t *testing.T) {
 	}
 	if !bytes.Equal(f, want) {
 		t.Fatalf("frame\n% x\nwant\n% x", f, want)
+	}
+}
+
+// TestDecodeKeyOrder checks that a body whose keys come in another order than
+// this package writes them (as other languages' encoders may) decodes to the
+// same message, and that a failed decode still yields the request id.
+func TestDecodeKeyOrder(t *testing.T) {
+	want := &ReadVariable{Header: Header{Type: "ReadVariable", ID: 7}, ServiceID: "s1", VariableName: "v"}
+	ours, err := EncodeFrame(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	det, err := cbor.CoreDetEncOptions().EncMode() // sorts "id" before "type"
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted, err := det.Marshal(map[string]any{"type": "ReadVariable", "id": 7, "service_id": "s1", "variable_name": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, fast := peekType(sorted); fast {
+		t.Fatal("a body starting with \"id\" took the fast path")
+	}
+	if _, fast := peekType(ours[HeaderLen:]); !fast {
+		t.Fatal("a body as Encoder writes it did not take the fast path")
+	}
+	for _, body := range [][]byte{ours[HeaderLen:], sorted} {
+		m, h, err := Decode(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(m, want) || h != want.Header {
+			t.Fatalf("decoded %+v %+v, want %+v", m, h, want)
+		}
+	}
+
+	type bad struct {
+		Type      string `cbor:"type"`
+		ID        int    `cbor:"id"`
+		ServiceID any    `cbor:"service_id,omitempty"`
+	}
+	for _, b := range []bad{{"NoSuchThing", 9, nil}, {"ReadVariable", 9, 3}} {
+		for _, enc := range []cbor.EncMode{encMode, det} {
+			body, err := enc.Marshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, h, err := Decode(body); err == nil || h.ID != 9 {
+				t.Fatalf("%v: header %+v, err %v; want an error with id 9", b, h, err)
+			}
+		}
 	}
 }
 
