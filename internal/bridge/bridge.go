@@ -34,6 +34,12 @@ type Options struct {
 // Bridge mirrors the federated services of one host's broker through a
 // JetStream stream. New starts it; Close stops it. Its methods are safe for
 // concurrent use.
+//
+// There is no central goroutine: each service's watcher handles its notices
+// and publishes the batch itself, the consumer applies the stream's
+// messages as it reads them, and JetStream's acknowledgement sends the next
+// batch, each under mu. A change thus crosses no goroutine of the bridge's
+// own on its way from the broker to NATS or from NATS to the broker.
 type Bridge struct {
 	cfg   Config
 	log   *slog.Logger
@@ -41,25 +47,28 @@ type Bridge struct {
 	runID string
 	msgN  atomic.Uint64
 
-	cl *client.Client
-	nc *nats.Conn
-	js jetstream.JetStream
+	cl    *client.Client
+	nc    *nats.Conn
+	js    jetstream.JetStream // stream management and the consumer
+	pubJS jetstream.JetStream // publishes, acknowledged through onAck and onPubErr
 
-	remote chan remoteMsg  // from the consumer
-	local  chan localEvent // from the subscriptions
-	acks   chan ackEvent   // from the publisher
-	out    outbox          // to the publisher
-	ready  chan struct{}   // closed once Ready
-	stat   atomic.Pointer[Status]
+	out      outbox        // batches until JetStream acknowledges them
+	pubRetry chan struct{} // a token when a publish failed: the retrier sends it again
+	ready    chan struct{} // closed once Ready
+	stat     atomic.Pointer[Status]
 
 	ctx       context.Context
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	runErr    error // why the loop stopped; set before loopDone closes
+	wg        sync.WaitGroup // the timer loop, the consumer, the retrier
+	subWG     sync.WaitGroup // the services' watchers
+	runErr    error          // why the bridge stopped; set before loopDone closes
 	loopDone  chan struct{}
 	closeOnce sync.Once
 
-	// Owned by the loop goroutine.
+	errMu   sync.Mutex
+	pubErrs []pubErr // failed publishes, for the retrier
+
+	mu         sync.Mutex // guards everything below
 	st         *state
 	svcs       map[svcKey]*localSvc
 	known      map[svcKey]map[string]digest  // what the stream holds or will: applied, queued
@@ -68,6 +77,9 @@ type Bridge struct {
 	startDiff  map[svcKey]map[string]*digest // local changes made while the bridge was away (nil: deleted)
 	caughtUp   bool
 	paused     bool
+	gate       chan struct{} // closed while local notices are taken: caught up and not paused
+	pubBackoff bool          // the head failed; the retrier sends it again after a pause
+	pubTries   int           // failed attempts of the head
 	dirty      bool
 	lastLag    time.Duration
 }
@@ -79,24 +91,17 @@ type ownBatch struct {
 	vars map[string]*digest // nil digest: deleted
 }
 
+// remoteMsg is one message of the stream, or news from the consumer.
 type remoteMsg struct {
-	seq      uint64
-	id       string
-	b        *batch
-	reset    bool // the stream was made again: forget the saved position
-	caughtUp bool // everything the stream held at the start came before
+	seq   uint64
+	id    string
+	b     *batch
+	reset bool // the stream was made again: forget the saved position
 }
 
-type localEvent struct {
-	k   svcKey
-	ls  *localSvc
-	n   client.Notice
-	err error // the subscription ended
-}
-
-type ackEvent struct {
-	id  string
-	seq uint64
+// pubErr is a publish that JetStream did not acknowledge.
+type pubErr struct {
+	msg *nats.Msg
 	err error
 }
 
@@ -126,12 +131,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 	rand.Read(rb[:])
 	b := &Bridge{
 		cfg: cfg, log: opts.Logger.With("host", cfg.HostID), stats: newStats(), runID: hex.EncodeToString(rb[:]),
-		remote: make(chan remoteMsg, 256), local: make(chan localEvent, 64), acks: make(chan ackEvent, 256),
-		ready: make(chan struct{}), loopDone: make(chan struct{}),
+		pubRetry: make(chan struct{}, 1), ready: make(chan struct{}), loopDone: make(chan struct{}), gate: make(chan struct{}),
 		st: st, svcs: map[svcKey]*localSvc{}, known: map[svcKey]map[string]digest{},
 		pendingOwn: map[svcKey]map[string]int{}, awaiting: map[string]*ownBatch{}, startDiff: map[svcKey]map[string]*digest{},
 	}
-	b.out.signal = make(chan struct{}, 1)
 	for k, vars := range st.Vars {
 		m := make(map[string]digest, len(vars))
 		for n, d := range vars {
@@ -156,17 +159,24 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 		return nil, fmt.Errorf("bridge: nats: %w", err)
 	}
 	b.nc = nc
-	js, err := jetstream.New(nc)
-	if cfg.JetStream.Domain != "" && err == nil {
+	// One publish in flight at a time, acknowledged within 5s: a batch that
+	// failed is sent again (with its message id) before anything after it,
+	// so the stream keeps this host's order.
+	pubOpts := []jetstream.JetStreamOpt{jetstream.WithPublishAsyncAckHandler(b.onAck),
+		jetstream.WithPublishAsyncErrHandler(b.onPubErr), jetstream.WithPublishAsyncTimeout(5 * time.Second)}
+	var js, pubJS jetstream.JetStream
+	if cfg.JetStream.Domain != "" {
 		js, err = jetstream.NewWithDomain(nc, cfg.JetStream.Domain)
+		if err == nil {
+			pubJS, err = jetstream.NewWithDomain(nc, cfg.JetStream.Domain, pubOpts...)
+		}
+	} else {
+		js, err = jetstream.New(nc)
+		if err == nil {
+			pubJS, err = jetstream.New(nc, pubOpts...)
+		}
 	}
-	if err != nil {
-		nc.Close()
-		cl.Close()
-		b.cancel()
-		return nil, fmt.Errorf("bridge: jetstream: %w", err)
-	}
-	b.js = js
+	b.js, b.pubJS = js, pubJS
 	if nc.IsConnected() {
 		b.stats.connected.Set(1) // ConnectHandler logs it
 	} else {
@@ -175,16 +185,21 @@ func New(ctx context.Context, cfg Config, opts Options) (*Bridge, error) {
 
 	// The services there are now, and what changed in them while the bridge
 	// was away, before anything of the stream is applied.
-	if err := b.scan(ctx); err != nil {
+	b.mu.Lock()
+	err = b.scan(ctx)
+	if err == nil {
+		b.diffAtStart()
+		b.publishStatus()
+	}
+	b.mu.Unlock()
+	if err != nil {
 		b.Close()
 		return nil, err
 	}
-	b.diffAtStart()
-	b.publishStatus()
 
 	b.wg.Add(3)
 	go b.consume(st.LastSeq + 1)
-	go b.publish()
+	go b.retrier()
 	go b.loop()
 	return b, nil
 }
@@ -275,15 +290,15 @@ func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() {
 		b.cancel()
 		b.wg.Wait()
-		for _, ls := range b.svcs {
-			ls.close()
-		}
+		b.subWG.Wait() // the watchers end with b.ctx
 		if b.nc != nil {
 			b.nc.Close()
 		}
 		if b.cl != nil {
 			b.cl.Close()
 		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
 		if b.dirty {
 			err = b.st.save(b.cfg.StateDir, b.cfg.HostID, b.cfg.JetStream.Stream)
 		}
@@ -291,8 +306,9 @@ func (b *Bridge) Close() error {
 	return err
 }
 
-// loop is the one goroutine that owns the bridge's state: it applies remote
-// batches and turns local notices into batches, in the order they come.
+// loop does what comes with time: it scans for new services, saves the
+// state (writing the file outside mu, so that a slow fsync holds up no
+// change) and refreshes the status.
 func (b *Bridge) loop() {
 	defer b.wg.Done()
 	defer close(b.loopDone)
@@ -303,41 +319,57 @@ func (b *Bridge) loop() {
 	readyTimer := time.NewTimer(10 * time.Second)
 	defer readyTimer.Stop()
 	for {
-		var local chan localEvent
-		if b.caughtUp && !b.paused {
-			local = b.local
-		}
 		select {
 		case <-b.ctx.Done():
 			return
-		case m := <-b.remote:
-			if m.caughtUp {
-				b.catchUpDone()
-			} else {
-				b.applyRemote(m)
-			}
 		case <-readyTimer.C:
+			b.mu.Lock()
 			if !b.caughtUp {
 				b.log.Warn("not caught up with the stream yet; reporting ready, local changes are kept until NATS answers")
 				b.markReady()
 			}
-		case e := <-local:
-			b.handleLocal(e)
-		case a := <-b.acks:
-			b.handleAck(a)
+			b.mu.Unlock()
 		case <-scan.C:
+			b.mu.Lock()
 			if err := b.scan(b.ctx); err != nil && b.ctx.Err() == nil {
 				b.log.Warn("scan of local services failed", "err", err)
 			}
+			b.mu.Unlock()
 		case <-flush.C:
+			b.mu.Lock()
+			var data []byte
+			var err error
 			if b.dirty {
-				if err := b.st.save(b.cfg.StateDir, b.cfg.HostID, b.cfg.JetStream.Stream); err != nil {
-					b.log.Error("state not saved", "err", err)
-				} else {
-					b.dirty = false
-				}
+				data, err = b.st.marshal(b.cfg.HostID, b.cfg.JetStream.Stream)
+				b.dirty = false
 			}
 			b.publishStatus()
+			b.mu.Unlock()
+			if err == nil && data != nil {
+				err = writeState(b.cfg.StateDir, data)
+			}
+			if err != nil {
+				b.log.Error("state not saved", "err", err)
+				b.mu.Lock()
+				b.dirty = true
+				b.mu.Unlock()
+			}
+		}
+	}
+}
+
+// setGateLocked opens the gate for local notices when the bridge is caught
+// up and not paused, and shuts it otherwise.
+func (b *Bridge) setGateLocked() {
+	open := b.caughtUp && !b.paused
+	select {
+	case <-b.gate:
+		if !open {
+			b.gate = make(chan struct{})
+		}
+	default:
+		if open {
+			close(b.gate)
 		}
 	}
 }
@@ -354,6 +386,7 @@ func (b *Bridge) markReady() {
 // what no batch carried yet, then takes local notices.
 func (b *Bridge) catchUpDone() {
 	b.caughtUp = true
+	b.setGateLocked()
 	for k, ls := range b.svcs {
 		b.reconcile(k, ls)
 	}

@@ -6,37 +6,27 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/commy/commy/client"
 )
 
 // localSvc is a federated service of the local broker: a mapping to read
-// its values and a subscription whose notices a goroutine forwards to the
-// loop.
+// its values and a subscription whose notices its watcher handles. The
+// watcher owns both and closes them when it ends; the fields other than
+// svc, m and sub are guarded by Bridge.mu.
 type localSvc struct {
 	svc      *client.Service
 	m        *client.Mapping
 	sub      *client.Subscription
 	deferred map[string]uint64 // notified versions held back for a consistent read
+	held     *client.Notice    // a notice that came while the gate was shut
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-}
-
-func (ls *localSvc) close() {
-	ls.once.Do(func() {
-		ls.cancel()
-		ls.sub.Close()
-		ls.wg.Wait()
-		ls.m.Close()
-	})
+	cancel context.CancelFunc // ends the watcher
 }
 
 // scan registers every federated service the broker has that the bridge
-// does not watch yet. Only the loop calls it once running.
+// does not watch yet. The caller holds mu.
 func (b *Bridge) scan(ctx context.Context) error {
 	tenants, err := b.cl.Tenants(ctx)
 	if err != nil {
@@ -91,33 +81,59 @@ func (b *Bridge) register(ctx context.Context, k svcKey) (*localSvc, error) {
 	}
 	sctx, cancel := context.WithCancel(b.ctx)
 	ls := &localSvc{svc: svc, m: m, sub: sub, cancel: cancel}
-	ls.wg.Add(1)
-	go func() {
-		defer ls.wg.Done()
-		for {
-			n, err := sub.Next(sctx)
-			if sctx.Err() != nil {
-				return
-			}
-			select {
-			case b.local <- localEvent{k: k, ls: ls, n: n, err: err}:
-			case <-sctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	b.subWG.Add(1)
+	go b.watch(sctx, k, ls)
 	b.svcs[k] = ls
 	b.log.Info("federating service", "service", k.String(), "local_mapping", m.Local())
 	return ls, nil
 }
 
-// unregister stops watching a service.
+// watch handles the notices of one service on its own goroutine, which
+// reads the changed values and publishes them, so that a notice reaches NATS
+// with no other goroutine woken on the way. While the gate is shut (catching
+// up, or too much waiting for JetStream) it leaves the notices to merge in
+// the subscription.
+func (b *Bridge) watch(ctx context.Context, k svcKey, ls *localSvc) {
+	defer b.subWG.Done()
+	defer func() {
+		ls.sub.Close()
+		ls.m.Close()
+	}()
+	for {
+		b.mu.Lock()
+		gate := b.gate
+		b.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return
+		}
+		b.mu.Lock()
+		if held := ls.held; held != nil && ctx.Err() == nil {
+			ls.held = nil
+			b.handleLocal(k, ls, *held, nil)
+		}
+		b.mu.Unlock()
+		n, err := ls.sub.Next(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		b.mu.Lock()
+		if ctx.Err() == nil {
+			b.handleLocal(k, ls, n, err)
+		}
+		b.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// unregister stops watching a service; its watcher closes the mapping and
+// the subscription. The caller holds mu.
 func (b *Bridge) unregister(k svcKey) {
 	if ls := b.svcs[k]; ls != nil {
-		ls.close()
+		ls.cancel()
 		delete(b.svcs, k)
 	}
 }
@@ -211,17 +227,21 @@ func (b *Bridge) reconcile(k svcKey, ls *localSvc) {
 // handleLocal turns a notice into a batch of the values it names, read from
 // the mapping. If a value is already newer than notified, a local write is
 // under way and its notice will come: the variables wait for it, so that a
-// batch never mixes two local batches.
-func (b *Bridge) handleLocal(e localEvent) {
-	ls := b.svcs[e.k]
-	if ls != e.ls {
+// batch never mixes two local batches. While the gate is shut the notice is
+// held for when it opens. The caller holds mu.
+func (b *Bridge) handleLocal(k svcKey, ls *localSvc, note client.Notice, nerr error) {
+	if b.svcs[k] != ls {
 		return // an old registration's
 	}
-	if e.err != nil {
-		if !errors.Is(e.err, client.ErrClosed) {
-			b.log.Warn("subscription ended; the service is watched again once the broker lists it", "service", e.k.String(), "err", e.err)
+	if nerr != nil {
+		if !errors.Is(nerr, client.ErrClosed) {
+			b.log.Warn("subscription ended; the service is watched again once the broker lists it", "service", k.String(), "err", nerr)
 		}
-		b.unregister(e.k)
+		b.unregister(k)
+		return
+	}
+	if !b.caughtUp || b.paused {
+		ls.held = mergeNotice(ls.held, note)
 		return
 	}
 	want := ls.deferred
@@ -229,20 +249,20 @@ func (b *Bridge) handleLocal(e localEvent) {
 	if want == nil {
 		want = map[string]uint64{}
 	}
-	gone := len(e.n.Variables) > 0
-	for i, n := range e.n.Variables {
-		want[n] = e.n.Versions[i]
-		gone = gone && e.n.Versions[i] == 0
+	gone := len(note.Variables) > 0
+	for i, n := range note.Variables {
+		want[n] = note.Versions[i]
+		gone = gone && note.Versions[i] == 0
 	}
-	if gone && b.serviceGone(e.k) {
-		b.unregister(e.k)
-		if _, ok := b.known[e.k]; ok {
-			b.enqueue(e.k, &batch{Tenant: e.k.tenant, Service: e.k.service, Kind: kindDeleted})
+	if gone && b.serviceGone(k) {
+		b.unregister(k)
+		if _, ok := b.known[k]; ok {
+			b.enqueue(k, &batch{Tenant: k.tenant, Service: k.service, Kind: kindDeleted})
 		}
 		return
 	}
-	known := b.known[e.k]
-	bt := &batch{Tenant: e.k.tenant, Service: e.k.service}
+	known := b.known[k]
+	bt := &batch{Tenant: k.tenant, Service: k.service}
 	for _, n := range slices.Sorted(maps.Keys(want)) {
 		data, ver, err := ls.m.Read(n, nil)
 		if errors.Is(err, client.ErrVariableNotFound) {
@@ -252,7 +272,7 @@ func (b *Bridge) handleLocal(e localEvent) {
 			continue
 		}
 		if err != nil {
-			b.log.Warn("cannot read local value; waiting for the next notice", "service", e.k.String(), "variable", n, "err", err)
+			b.log.Warn("cannot read local value; waiting for the next notice", "service", k.String(), "variable", n, "err", err)
 			ls.deferred = want
 			return
 		}
@@ -266,8 +286,24 @@ func (b *Bridge) handleLocal(e localEvent) {
 		bt.Set = append(bt.Set, value{Name: n, Data: data, Version: ver})
 	}
 	if len(bt.Set) > 0 || len(bt.Del) > 0 {
-		b.enqueue(e.k, bt)
+		b.enqueue(k, bt)
 	}
+}
+
+// mergeNotice adds n to held, the later version of a variable winning.
+func mergeNotice(held *client.Notice, n client.Notice) *client.Notice {
+	if held == nil {
+		return &client.Notice{ServiceID: n.ServiceID, Variables: slices.Clone(n.Variables), Versions: slices.Clone(n.Versions)}
+	}
+	for i, name := range n.Variables {
+		if j := slices.Index(held.Variables, name); j >= 0 {
+			held.Versions[j] = n.Versions[i]
+		} else {
+			held.Variables = append(held.Variables, name)
+			held.Versions = append(held.Versions, n.Versions[i])
+		}
+	}
+	return held
 }
 
 // serviceGone reports whether the broker says the service does not exist.
@@ -279,7 +315,7 @@ func (b *Bridge) serviceGone(k svcKey) bool {
 	return errors.Is(err, client.ErrServiceNotFound)
 }
 
-// enqueue hands a batch to the publisher: values over the NATS message
+// enqueue queues a batch and publishes it if nothing is in flight: values over the NATS message
 // limit are refused, a batch over it is split. What it carries becomes
 // known, and pending until seen in the stream.
 func (b *Bridge) enqueue(k svcKey, bt *batch) {
@@ -342,6 +378,7 @@ func (b *Bridge) enqueue(k svcKey, bt *batch) {
 		b.out.push(&outMsg{id: id, subj: subject(b.cfg.JetStream.SubjectPrefix, k.tenant, k.service), data: data, k: k, b: p})
 	}
 	b.bound()
+	b.sendLocked()
 }
 
 // pend adds d to the pending count of every variable of ob.
@@ -383,6 +420,7 @@ func (b *Bridge) bound() {
 	if !over() {
 		if b.paused {
 			b.paused = false
+			b.setGateLocked()
 			b.log.Info("pending batches back within bounds; reading local changes again")
 		}
 		return
@@ -398,6 +436,7 @@ func (b *Bridge) bound() {
 		"before", before, "after", after, "max_pending", b.cfg.MaxPending, "max_pending_bytes", b.cfg.MaxPendingBytes)
 	if over() {
 		b.paused = true
+		b.setGateLocked()
 		b.stats.outboxFull.WithLabelValues("paused").Inc()
 		b.log.Warn("pending batches still over their bound: local changes wait in the broker until NATS takes some")
 	}

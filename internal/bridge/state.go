@@ -91,9 +91,17 @@ func cutKey(k string) (string, string, bool) {
 	return "", "", false
 }
 
-// save writes the state to a temporary file, syncs it and renames it over
-// the old one, so a crash leaves the old state or the new one.
+// save writes the state to its file (see writeState).
 func (st *state) save(dir, host, stream string) error {
+	data, err := st.marshal(host, stream)
+	if err != nil {
+		return err
+	}
+	return writeState(dir, data)
+}
+
+// marshal encodes the state for its file.
+func (st *state) marshal(host, stream string) ([]byte, error) {
 	sj := stateJSON{HostID: host, Stream: stream, LastSeq: st.LastSeq, Services: map[string]map[string]durableJSON{}}
 	for k, vars := range st.Vars {
 		m := make(map[string]durableJSON, len(vars))
@@ -104,8 +112,15 @@ func (st *state) save(dir, host, stream string) error {
 	}
 	data, err := json.Marshal(sj)
 	if err != nil {
-		return fmt.Errorf("bridge: state: %w", err)
+		return nil, fmt.Errorf("bridge: state: %w", err)
 	}
+	return data, nil
+}
+
+// writeState writes an encoded state to a temporary file, syncs it and
+// renames it over the old one, so a crash leaves the old state or the new
+// one.
+func writeState(dir string, data []byte) error {
 	tmp, err := os.CreateTemp(dir, stateFile+".*")
 	if err != nil {
 		return fmt.Errorf("bridge: state: %w", err)

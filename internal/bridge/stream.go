@@ -17,16 +17,17 @@ type outMsg struct {
 	data     []byte
 	k        svcKey
 	b        *batch
-	inflight bool // the publisher is sending it; never merged
+	inflight bool      // sent at least once: never merged, sent again until acknowledged
+	sent     *nats.Msg // the attempt waiting for its acknowledgement, if any
 }
 
-// outbox is the queue between the loop and the publisher. It is safe for
-// concurrent use.
+// outbox is the queue of batches until JetStream acknowledges them; its
+// head is the one published. It is safe for concurrent use (Status reads
+// its length without Bridge.mu).
 type outbox struct {
-	mu     sync.Mutex
-	q      []*outMsg
-	bytes  int64
-	signal chan struct{} // a token when q is not empty
+	mu    sync.Mutex
+	q     []*outMsg
+	bytes int64
 }
 
 func (o *outbox) push(m *outMsg) {
@@ -34,10 +35,6 @@ func (o *outbox) push(m *outMsg) {
 	o.q = append(o.q, m)
 	o.bytes += int64(len(m.data))
 	o.mu.Unlock()
-	select {
-	case o.signal <- struct{}{}:
-	default:
-	}
 }
 
 func (o *outbox) len() (int, int64) {
@@ -46,18 +43,17 @@ func (o *outbox) len() (int, int64) {
 	return len(o.q), o.bytes
 }
 
-// head marks the first message in flight and returns it.
+// head returns the first message, or nil.
 func (o *outbox) head() *outMsg {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.q) == 0 {
 		return nil
 	}
-	o.q[0].inflight = true
 	return o.q[0]
 }
 
-// pop removes the first message, the one in flight.
+// pop removes the first message.
 func (o *outbox) pop() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -117,24 +113,30 @@ func (b *Bridge) pause(d time.Duration) bool {
 	}
 }
 
-// consume feeds the loop with the stream's messages from seq on, in order:
-// it makes sure the stream exists, then reads it with an ordered consumer,
-// which resumes by itself after a reconnection or a leader change. It
-// tells the loop once it has delivered everything the stream held when it
-// started.
+// consume applies the stream's messages from seq on, in order, on its own
+// goroutine as it reads them: it makes sure the stream exists, then reads it
+// with an ordered consumer, which resumes by itself after a reconnection or
+// a leader change. Once it has applied everything the stream held when it
+// started, the bridge is caught up.
 func (b *Bridge) consume(seq uint64) {
 	defer b.wg.Done()
-	// The news goes through the same channel as the messages, so that the
-	// loop has applied every message before it.
 	told := false
 	tell := func() {
 		if !told {
 			told = true
-			select {
-			case b.remote <- remoteMsg{caughtUp: true}:
-			case <-b.ctx.Done():
+			b.mu.Lock()
+			if b.ctx.Err() == nil {
+				b.catchUpDone()
 			}
+			b.mu.Unlock()
 		}
+	}
+	apply := func(m remoteMsg) {
+		b.mu.Lock()
+		if b.ctx.Err() == nil {
+			b.applyRemote(m)
+		}
+		b.mu.Unlock()
 	}
 	for n := 0; b.ctx.Err() == nil; n++ {
 		if n > 0 && !b.pause(min(time.Duration(n)*200*time.Millisecond, 2*time.Second)) {
@@ -154,10 +156,7 @@ func (b *Bridge) consume(seq uint64) {
 			b.log.Warn("the stream is behind the saved position (it was made again?); reading it from its start",
 				"saved", seq-1, "stream_last", info.State.LastSeq)
 			seq = 1
-			select {
-			case b.remote <- remoteMsg{reset: true}:
-			case <-b.ctx.Done():
-			}
+			apply(remoteMsg{reset: true})
 		} else if err == nil && seq > 1 && seq < info.State.FirstSeq {
 			b.log.Warn("the stream no longer holds the saved position (max_age or max_bytes trimmed it); reading what is left",
 				"saved", seq-1, "stream_first", info.State.FirstSeq)
@@ -204,10 +203,7 @@ func (b *Bridge) consume(seq uint64) {
 				b.log.Warn("stream message skipped", "sequence", meta.Sequence.Stream, "err", err)
 				bt = nil
 			}
-			select {
-			case b.remote <- remoteMsg{seq: meta.Sequence.Stream, id: msg.Headers().Get(jetstream.MsgIDHeader), b: bt}:
-			case <-b.ctx.Done():
-			}
+			apply(remoteMsg{seq: meta.Sequence.Stream, id: msg.Headers().Get(jetstream.MsgIDHeader), b: bt})
 			seq = meta.Sequence.Stream + 1
 			if meta.NumPending == 0 || meta.Sequence.Stream >= info.State.LastSeq {
 				tell()
@@ -218,65 +214,121 @@ func (b *Bridge) consume(seq uint64) {
 	}
 }
 
-// publish sends the outbox's messages to JetStream one at a time, in order,
-// retrying each (with its message id, so JetStream drops duplicates) until
-// it is acknowledged.
-func (b *Bridge) publish() {
+// sendLocked publishes the outbox's head unless it waits for its
+// acknowledgement or for a retry. One batch is in flight at a time: a
+// failed one is sent again (with its message id, so JetStream drops a
+// duplicate) before anything after it, so the stream has this host's
+// batches in this host's order. The caller holds mu.
+func (b *Bridge) sendLocked() {
+	m := b.out.head()
+	if m == nil || m.sent != nil || b.pubBackoff || b.ctx.Err() != nil {
+		return
+	}
+	msg := nats.NewMsg(m.subj)
+	msg.Data = m.data
+	msg.Header.Set(jetstream.MsgIDHeader, m.id)
+	msg.Header.Set(hdrOrigin, m.b.Origin)
+	m.inflight, m.sent = true, msg
+	if _, err := b.pubJS.PublishMsgAsync(msg); err != nil {
+		b.pubFailedLocked(m, err)
+	}
+}
+
+// onAck is JetStream's acknowledgement of a publish; it runs on nats.go's
+// goroutine for the replies and sends the next batch from there.
+func (b *Bridge) onAck(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.out.head()
+	if m == nil || m.sent != msg || b.ctx.Err() != nil {
+		return // an attempt given up on already
+	}
+	b.out.pop()
+	b.pubTries = 0
+	b.handleAck(m.id, nil)
+	b.sendLocked()
+}
+
+// onPubErr is a publish that failed or was not acknowledged in time.
+// nats.go may call it with its own lock held, so it only hands the failure
+// to the retrier.
+func (b *Bridge) onPubErr(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	b.errMu.Lock()
+	b.pubErrs = append(b.pubErrs, pubErr{msg, err})
+	b.errMu.Unlock()
+	select {
+	case b.pubRetry <- struct{}{}:
+	default:
+	}
+}
+
+// pubFailedLocked records a failed attempt at m, the head: a batch NATS
+// can never take is dropped, anything else is sent again after a pause.
+// The caller holds mu.
+func (b *Bridge) pubFailedLocked(m *outMsg, err error) {
+	m.sent = nil
+	if errors.Is(err, nats.ErrMaxPayload) {
+		b.out.pop()
+		b.pubTries = 0
+		b.handleAck(m.id, err)
+		b.sendLocked()
+		return
+	}
+	if b.pubTries == 0 || b.pubTries%20 == 0 {
+		b.log.Warn("publish failed; retrying", "service", m.k.String(), "err", err)
+	}
+	b.pubTries++
+	b.pubBackoff = true
+	select {
+	case b.pubRetry <- struct{}{}:
+	default:
+	}
+}
+
+// retrier sends a failed batch again after a pause that grows with each
+// failure, up to 2s.
+func (b *Bridge) retrier() {
 	defer b.wg.Done()
 	for {
-		m := b.out.head()
-		if m == nil {
-			select {
-			case <-b.out.signal:
-				continue
-			case <-b.ctx.Done():
-				return
-			}
-		}
-		var ack *jetstream.PubAck
-		var err error
-		for n := 0; ; n++ {
-			msg := nats.NewMsg(m.subj)
-			msg.Data = m.data
-			msg.Header.Set(jetstream.MsgIDHeader, m.id)
-			msg.Header.Set(hdrOrigin, m.b.Origin)
-			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-			ack, err = b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.id))
-			cancel()
-			if err == nil || errors.Is(err, nats.ErrMaxPayload) || b.ctx.Err() != nil {
-				break
-			}
-			if n == 0 || n%20 == 0 {
-				b.log.Warn("publish failed; retrying", "service", m.k.String(), "err", err)
-			}
-			if !b.pause(min(time.Duration(n+1)*100*time.Millisecond, 2*time.Second)) {
-				return
-			}
-		}
-		if b.ctx.Err() != nil {
-			return
-		}
-		b.out.pop()
-		e := ackEvent{id: m.id, err: err}
-		if ack != nil {
-			e.seq = ack.Sequence
-		}
 		select {
-		case b.acks <- e:
+		case <-b.pubRetry:
 		case <-b.ctx.Done():
 			return
 		}
+		b.errMu.Lock()
+		errs := b.pubErrs
+		b.pubErrs = nil
+		b.errMu.Unlock()
+		b.mu.Lock()
+		for _, e := range errs {
+			if m := b.out.head(); m != nil && m.sent == e.msg {
+				b.pubFailedLocked(m, e.err)
+			}
+		}
+		wait := b.pubBackoff
+		d := min(time.Duration(b.pubTries)*100*time.Millisecond, 2*time.Second)
+		b.mu.Unlock()
+		if !wait {
+			continue
+		}
+		if !b.pause(d) {
+			return
+		}
+		b.mu.Lock()
+		b.pubBackoff = false
+		b.sendLocked()
+		b.mu.Unlock()
 	}
 }
 
 // handleAck records an acknowledged batch, or drops one JetStream will never
-// take.
-func (b *Bridge) handleAck(a ackEvent) {
-	if a.err != nil {
+// take. The caller holds mu.
+func (b *Bridge) handleAck(id string, err error) {
+	if err != nil {
 		b.stats.refused.WithLabelValues("too_large").Inc()
-		if ob := b.awaiting[a.id]; ob != nil {
-			b.log.Error("batch not replicated: JetStream refused it", "service", ob.k.String(), "err", a.err)
-			delete(b.awaiting, a.id)
+		if ob := b.awaiting[id]; ob != nil {
+			b.log.Error("batch not replicated: JetStream refused it", "service", ob.k.String(), "err", err)
+			delete(b.awaiting, id)
 			b.pend(ob.k, ob, -1)
 		}
 	} else {
