@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commy/commy/internal/bridge"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -15,18 +16,20 @@ import (
 // reader on host B, against the floor: a JetStream KV put on one connection
 // to a KV watcher on another. Each op does one of each, alternately, so
 // both see the same load; p50 and p99 of each and the ratio of the p50s
-// are reported.
+// are reported. Host A's bridge and the put use node 1, host B's bridge
+// and the watcher node 2, so both paths cross the same nodes.
 func BenchmarkFederation(b *testing.B) {
 	c := newCluster(b, 0)
 	ctx := context.Background()
+	urls := c.urls()
 
 	// The floor.
-	_, js := c.connect()
+	_, js := c.connectTo(urls[0])
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "floor", Replicas: 3, Storage: jetstream.FileStorage})
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, js2 := c.connect()
+	_, js2 := c.connectTo(urls[1])
 	kv2, err := js2.KeyValue(ctx, "floor")
 	if err != nil {
 		b.Fatal(err)
@@ -41,7 +44,8 @@ func BenchmarkFederation(b *testing.B) {
 	defer w.Stop()
 
 	// Two bridged hosts.
-	ha, hb := newHost(b, "a", c, false, nil), newHost(b, "b", c, false, nil)
+	ha := newHost(b, "a", c, false, func(cfg *bridge.Config) { cfg.NATS.URLs = urls[:1] })
+	hb := newHost(b, "b", c, false, func(cfg *bridge.Config) { cfg.NATS.URLs = urls[1:2] })
 	<-ha.br.Ready()
 	<-hb.br.Ready()
 	sa := ha.service("fed", "bench")

@@ -178,7 +178,13 @@ func (c *cluster) urls() []string {
 // connect opens a JetStream context on the cluster for the test's own use.
 func (c *cluster) connect() (*nats.Conn, jetstream.JetStream) {
 	c.t.Helper()
-	nc, err := nats.Connect(strings.Join(c.urls(), ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	return c.connectTo(c.urls()...)
+}
+
+// connectTo opens a JetStream context on the nodes at urls.
+func (c *cluster) connectTo(urls ...string) (*nats.Conn, jetstream.JetStream) {
+	c.t.Helper()
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		c.t.Fatal(err)
 	}
