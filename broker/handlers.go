@@ -462,7 +462,7 @@ func (s *session) allocate(m *ipc.AllocateVariable) (ipc.Message, *os.File, erro
 	}
 	v, err := svc.file.Allocate(m.VariableName, m.InitialData, int(m.Capacity))
 	if err == nil {
-		svc.file.Changed()
+		s.changed(svc)
 		s.b.notify(svc, s, []string{m.VariableName}, []uint64{v})
 	} else {
 		s.b.discharge(svc.tenant, limitVariables, 1)
@@ -511,7 +511,7 @@ func (s *session) write(m *ipc.WriteVariable) (ipc.Message, *os.File, error) {
 	}
 	v, err := svc.file.Write(m.VariableName, m.Data)
 	if err == nil {
-		svc.file.Changed()
+		s.changed(svc)
 		s.b.notify(svc, s, []string{m.VariableName}, []uint64{v})
 	}
 	svc.mu.Unlock()
@@ -533,7 +533,7 @@ func (s *session) deallocate(m *ipc.DeallocateVariable) (ipc.Message, *os.File, 
 	err = svc.file.Deallocate(m.VariableName)
 	if err == nil {
 		s.b.discharge(svc.tenant, limitVariables, 1)
-		svc.file.Changed()
+		s.changed(svc)
 		s.b.notify(svc, s, []string{m.VariableName}, []uint64{0})
 	}
 	svc.mu.Unlock()
@@ -635,7 +635,7 @@ func (s *session) report(m *ipc.ReportVariableChanges) (ipc.Message, *os.File, e
 	}
 	vers, err := svc.file.WriteBatch(names, values, s.vers[:0])
 	if err == nil {
-		svc.file.Changed()
+		s.changed(svc)
 		s.b.notify(svc, s, names, append([]uint64(nil), vers...))
 	}
 	svc.mu.Unlock()

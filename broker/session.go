@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/shm"
 )
 
 // Caller is who is at the other end of a connection, as the kernel reported it
@@ -54,8 +55,9 @@ type session struct {
 	wbuf    []byte
 	readBuf []byte
 	vers    []uint64
-	code    string     // error code of the request being handled, "" for none
-	owed    []*session // outboxes this session must deliver (payOwed)
+	code    string      // error code of the request being handled, "" for none
+	owed    []*session  // outboxes this session must deliver (payOwed)
+	wakes   []*shm.File // files whose mapped waiters this session must wake
 	sc      scratch
 	wcharge int // bytes of wbuf charged to user
 
@@ -216,6 +218,7 @@ func (s *session) fatal(err error) {
 }
 
 func (s *session) readLoop() {
+	defer s.wakeReaders()
 	for {
 		body, err := s.conn.ReadFrame()
 		if errors.Is(err, ipc.ErrIdle) && s.subscribed() {
@@ -337,9 +340,22 @@ func (s *session) replyErr(id uint64, err error) error {
 
 func (s *session) flush() error {
 	if len(s.wbuf) == 0 {
+		s.wakeReaders()
 		return nil
 	}
-	err := s.conn.WriteFrame(s.wbuf, nil)
+	var err error
+	if len(s.wakes) > 0 {
+		// The reply first if it goes out at once, then the wake: a reply
+		// that must wait for room never delays the mapped readers.
+		var done bool
+		if done, err = s.conn.TryWrite(s.wbuf); !done && err == nil {
+			s.wakeReaders()
+			err = s.conn.WriteFrame(s.wbuf, nil)
+		}
+		s.wakeReaders()
+	} else {
+		err = s.conn.WriteFrame(s.wbuf, nil)
+	}
 	s.releaseReplies()
 	if err == nil {
 		s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
@@ -350,6 +366,25 @@ func (s *session) flush() error {
 		s.wbuf = s.wbuf[:0]
 	}
 	return err
+}
+
+// changed marks svc's file changed; the caller holds svc's lock. The wake
+// of its mapped waiters is left to wakeReaders, after the lock is released
+// and the reply written, so that neither waits for the system call.
+func (s *session) changed(svc *service) {
+	svc.file.MarkChanged()
+	if n := len(s.wakes); n == 0 || s.wakes[n-1] != svc.file {
+		s.wakes = append(s.wakes, svc.file)
+	}
+}
+
+// wakeReaders wakes the mapped waiters of the files the session changed.
+func (s *session) wakeReaders() {
+	for i, f := range s.wakes {
+		f.WakeWaiters()
+		s.wakes[i] = nil
+	}
+	s.wakes = s.wakes[:0]
 }
 
 // auditf logs r with the caller's identity.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -64,6 +65,10 @@ type File struct {
 
 	damaged  error       // sticky: the first corruption found at run time
 	onDamage func(error) // see OnDamage
+
+	// A wake owed by MarkChanged, paid by WakeWaiters without the lock.
+	wakeDue  atomic.Bool
+	wakeWord atomic.Pointer[atomic.Uint32] // the change sequence; nil once closed
 }
 
 // GrowFunc is asked before a File grows by n bytes; an error stops the
@@ -558,13 +563,41 @@ func (f *File) write(idx int, data []byte) (uint64, error) {
 // change count and the change sequence, and wakes every process waiting on
 // the sequence's futex (Mapping.Wait).
 func (f *File) Changed() {
+	f.MarkChanged()
+	f.WakeWaiters()
+}
+
+// MarkChanged is Changed without the system call: it counts the change and
+// bumps the change sequence, and leaves the wake owed to WakeWaiters, which
+// the caller must call once it has released its lock (a waiter that checks
+// the sequence after the bump does not sleep; one asleep before it needs the
+// wake).
+func (f *File) MarkChanged() {
 	if f.usable() != nil {
 		return
 	}
 	var err error // a fault marks the file damaged; the caller learns it next time
 	defer f.guard(debug.SetPanicOnFault(true), &err)
 	u64(f.mem, offChangeCount).Add(1)
-	f.wake()
+	seq := u32(f.mem, offChangeSeq)
+	seq.Add(1)
+	f.wakeWord.Store(seq)
+	f.wakeDue.Store(true)
+}
+
+// WakeWaiters wakes the processes waiting on the change sequence if a
+// MarkChanged since the last WakeWaiters owes them a wake. It needs no lock
+// and may run concurrently with anything, Close included: one wake pays for
+// every change marked before it, and a wake that races Close goes to an
+// address that is no longer mapped, which the kernel refuses (EFAULT) or
+// which at worst wakes a futex that must tolerate spurious wakes anyway.
+func (f *File) WakeWaiters() {
+	if !f.wakeDue.Swap(false) {
+		return
+	}
+	if w := f.wakeWord.Load(); w != nil {
+		futexWake(w)
+	}
 }
 
 // wake bumps the change sequence (release: what was stored before is seen by
@@ -643,6 +676,7 @@ func (f *File) grow(end uint64) error {
 // Close unmaps and closes the file. It is safe to call more than once.
 func (f *File) Close() error {
 	var errs []error
+	f.wakeWord.Store(nil)
 	if f.mem != nil {
 		errs = append(errs, unmap(f.mem))
 		f.mem = nil

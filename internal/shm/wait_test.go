@@ -55,6 +55,40 @@ func TestWait(t *testing.T) {
 	}
 }
 
+// TestMarkChangedOwesWake: WakeWaiters, without the lock and after any
+// number of MarkChanged, pays the wake they owe; and it is harmless on a
+// closed file.
+func TestMarkChangedOwesWake(t *testing.T) {
+	f := backends[1].create(t, Options{})
+	m := mapFile(t, f)
+	m.SetWaitSlice(time.Hour) // only FUTEX_WAKE ends the wait in time
+	defer m.SetWaitSlice(0)
+	s0 := m.ChangeSeq()
+	done := make(chan uint32)
+	go func() {
+		got, err := m.Wait(context.Background(), s0)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- got
+	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
+	f.MarkChanged()
+	f.MarkChanged()
+	f.WakeWaiters()
+	select {
+	case got := <-done:
+		if got != s0+2 {
+			t.Fatalf("woken with %d, want %d", got, s0+2)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("waiter not woken: WakeWaiters did not pay the owed wake")
+	}
+	f.MarkChanged()
+	f.Close()
+	f.WakeWaiters() // the word is unmapped: nothing to wake, no fault
+}
+
 // waitChild maps the service file passed as fd 3, says "ready <seq>", waits
 // for a change and prints the new sequence.
 func waitChild() int {
