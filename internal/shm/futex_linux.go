@@ -16,9 +16,11 @@ const (
 )
 
 // futexWake wraps futex(2) FUTEX_WAKE on a word of a shared mapping (not
-// FUTEX_PRIVATE: waiters are other processes), waking every waiter.
+// FUTEX_PRIVATE: waiters are other processes), waking every waiter. It never
+// blocks, so it is made as a raw system call, without the runtime's syscall
+// hand-off.
 func futexWake(w *atomic.Uint32) {
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), opFutexWake, uintptr(1<<31-1), 0, 0, 0)
+	unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), opFutexWake, uintptr(1<<31-1), 0, 0, 0)
 }
 
 // futexWait wraps futex(2) FUTEX_WAIT: it sleeps while *w == val, for at most
