@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,8 @@ type Broker struct {
 
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
+
+	fan chan []*session // to the fan-out helpers (runFanout); nil on one CPU
 }
 
 // New opens the data directory, recovers the services it holds (file
@@ -219,6 +222,12 @@ func New(cfg Config) (*Broker, error) {
 	b.floodStop = make(chan struct{})
 	if cfg.AuditCoalesce > 0 {
 		b.wg.Go(func() { b.runFlood(b.floodStop) })
+	}
+	if n := runtime.GOMAXPROCS(0) - 1; n > 0 {
+		b.fan = make(chan []*session, n)
+		for range n {
+			b.wg.Go(func() { runFanout(b.fan) })
+		}
 	}
 	return b, nil
 }
@@ -409,6 +418,9 @@ func (b *Broker) Close() error {
 			err = b.cfg.Probe.Close()
 		}
 		close(b.floodStop)
+		if b.fan != nil {
+			close(b.fan) // no session is left to send
+		}
 		b.wg.Wait()
 		err = errors.Join(err, b.audit.Close(), b.closeFiles())
 	})

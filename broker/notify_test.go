@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -445,5 +446,60 @@ func TestStalledReader(t *testing.T) {
 	// The broker serves on.
 	if _, _, err := svc.Read(ctx, "v"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWideFanout: a change with more subscribers than one goroutine writes
+// (the writer hands half of them to a fan-out helper) reaches every one of
+// them, each in order, through many writes in a row.
+func TestWideFanout(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // a helper exists
+	h := start(t, broker.Config{})
+	ctx := t.Context()
+	c := h.dial(t)
+	c.CreateTenant(ctx, "t")
+	svc, _ := c.CreateService(ctx, "t", "s")
+	if _, err := svc.Allocate(ctx, "v", []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	const subs, writes = 200, 50
+	final := uint64(writes + 1)
+	errs := make(chan error, subs)
+	var wg sync.WaitGroup
+	for range subs {
+		r := h.raw(t, true)
+		r.do(&ipc.Subscribe{ServiceID: "t_s"})
+		wg.Go(func() {
+			var last uint64
+			for last < final {
+				r.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+				body, err := r.conn.ReadFrame()
+				if err != nil {
+					errs <- fmt.Errorf("after v%d: %w", last, err)
+					return
+				}
+				m, _, err := ipc.Decode(body)
+				vu, ok := m.(*ipc.VariablesUpdated)
+				if err != nil || !ok || len(vu.Versions) != 1 {
+					errs <- fmt.Errorf("after v%d: %#v %v", last, m, err)
+					return
+				}
+				if vu.Versions[0] <= last {
+					errs <- fmt.Errorf("v%d after v%d", vu.Versions[0], last)
+					return
+				}
+				last = vu.Versions[0]
+			}
+		})
+	}
+	for i := range writes {
+		if _, err := svc.Write(ctx, "v", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

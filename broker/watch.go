@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/commy/commy/internal/ipc"
@@ -365,11 +366,36 @@ func (s *session) payOwed() {
 			s.wbuf = s.wbuf[:0]
 		}
 	}
-	for i, sess := range s.owed {
-		sess.deliver(&s.sc)
-		s.owed[i] = nil
+	owed := s.owed
+	if len(owed) >= fanSplit && s.b.fan != nil {
+		half := len(owed) / 2
+		select {
+		case s.b.fan <- slices.Clone(owed[half:]):
+			owed = owed[:half]
+		default: // the helpers are busy: write them all here
+		}
 	}
+	for _, sess := range owed {
+		sess.deliver(&s.sc)
+	}
+	clear(s.owed)
 	s.owed = s.owed[:0]
+}
+
+// fanSplit is how many outboxes a session must owe before it hands half of
+// them to a fan-out helper, so that two CPUs write the sockets at once. Below
+// it, waking the helper costs more than it saves.
+const fanSplit = 64
+
+// runFanout is a fan-out helper: it delivers the outboxes a session handed
+// over, which it owns until deliver releases them, until jobs is closed.
+func runFanout(jobs <-chan []*session) {
+	var sc scratch
+	for batch := range jobs {
+		for _, sess := range batch {
+			sess.deliver(&sc)
+		}
+	}
 }
 
 // replyFirst is how many notices payOwed writes before a reply.
