@@ -354,6 +354,56 @@ func TestNATSUnreachable(t *testing.T) {
 	waitMany(t, hs, "away", "b", 0, 20)
 }
 
+// TestOutboxBound: while NATS is away, the batches waiting for it are
+// merged per service past max_pending, and past that the bridge stops
+// taking notices (the broker keeps the values); when NATS is back, every
+// value, those written while paused included, reaches the other host.
+func TestOutboxBound(t *testing.T) {
+	c := newCluster(t, 0)
+	a := newHost(t, "a", c, false, func(cfg *bridge.Config) { cfg.MaxPending = 2 })
+	b := newHost(t, "b", c, false, nil)
+	<-a.br.Ready()
+	<-b.br.Ready()
+	const nsvc = 5
+	var svcs []*client.Service
+	for i := range nsvc {
+		s := a.service("fed", fmt.Sprintf("q%d", i))
+		a.set(s, "x", "before")
+		svcs = append(svcs, s)
+	}
+	for i := range nsvc {
+		waitValue(t, []*host{b}, "fed", fmt.Sprintf("q%d", i), "x", "before")
+	}
+	for i := range 3 {
+		c.stop(i)
+	}
+	for r := range 4 {
+		for _, s := range svcs {
+			a.set(s, "x", fmt.Sprintf("r%d", r))
+			a.set(s, fmt.Sprintf("y%d", r), "v")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "a's outbox merged and paused", func() bool {
+		n := bridge.CountsOf(a.br)
+		return n.Merged > 0 && n.Paused > 0
+	})
+	for _, s := range svcs {
+		a.set(s, "z", "while paused")
+	}
+	for i := range 3 {
+		c.start(i)
+	}
+	for i := range nsvc {
+		svc := fmt.Sprintf("q%d", i)
+		waitValue(t, []*host{b}, "fed", svc, "x", "r3")
+		waitValue(t, []*host{b}, "fed", svc, "z", "while paused")
+		for r := range 4 {
+			waitValue(t, []*host{b}, "fed", svc, fmt.Sprintf("y%d", r), "v")
+		}
+	}
+}
+
 // TestTooLarge: a value over the NATS message limit is refused, counted and
 // logged; the rest of the batch and later values still go.
 func TestTooLarge(t *testing.T) {

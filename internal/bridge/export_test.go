@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus/testutil"
 // Counts are some of a bridge's metrics, for tests.
 type Counts struct {
 	Published, Applied, Conflicts, TooLarge, ApplyErrors, Split float64
+	Merged, Paused                                              float64
 }
 
 func CountsOf(b *Bridge) Counts {
@@ -15,6 +16,8 @@ func CountsOf(b *Bridge) Counts {
 		TooLarge:    testutil.ToFloat64(b.stats.refused.WithLabelValues("too_large")),
 		ApplyErrors: testutil.ToFloat64(b.stats.applyErrs),
 		Split:       testutil.ToFloat64(b.stats.split),
+		Merged:      testutil.ToFloat64(b.stats.outboxFull.WithLabelValues("merged")),
+		Paused:      testutil.ToFloat64(b.stats.outboxFull.WithLabelValues("paused")),
 	}
 }
 

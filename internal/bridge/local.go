@@ -113,7 +113,11 @@ func (b *Bridge) watch(ctx context.Context, k svcKey, ls *localSvc) {
 			ls.held = nil
 			b.handleLocal(k, ls, *held, nil)
 		}
+		again := ls.held != nil // the gate shut again: wait for it, not for a notice
 		b.mu.Unlock()
+		if again {
+			continue
+		}
 		n, err := ls.sub.Next(ctx)
 		if ctx.Err() != nil {
 			return
