@@ -68,7 +68,10 @@ type Bridge struct {
 	errMu   sync.Mutex
 	pubErrs []pubErr // failed publishes, for the retrier
 
-	mu         sync.Mutex // guards everything below
+	// mu guards everything below. The methods that use those fields expect
+	// it held; only New, Close and the bodies of the goroutines and
+	// callbacks (loop, consume, retrier, watch, onAck, onPubErr) take it.
+	mu         sync.Mutex
 	st         *state
 	svcs       map[svcKey]*localSvc
 	known      map[svcKey]map[string]digest  // what the stream holds or will: applied, queued
