@@ -37,6 +37,8 @@ vet:
 
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	# Memory per idle connection, measured without the race detector's overhead.
+	$(GO) test -count=1 -run '^TestIdleConnectionMemory$$' ./broker
 
 # The multi-process stress test (client's TestStress: a writer, a reader
 # process on its mapping, the broker killed with SIGKILL every 1.5 s) for

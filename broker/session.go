@@ -40,8 +40,9 @@ func peerExe(pid int32, pidfd *os.File) string {
 }
 
 // session serves one connection. Its reader goroutine decodes requests,
-// handles them inline and writes the replies; a writer goroutine sends the
-// notices queued in its outbox.
+// handles them inline and writes the replies; a writer goroutine, started
+// the first time one is needed, sends the notices that could not be written
+// at once.
 type session struct {
 	b      *Broker
 	uc     *net.UnixConn
@@ -64,6 +65,8 @@ type session struct {
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
 
+	writer sync.WaitGroup // the writer goroutine, once the outbox started it
+
 	out       outbox
 	done      chan struct{} // closed when the writer must stop
 	closeOnce sync.Once
@@ -72,7 +75,9 @@ type session struct {
 }
 
 func newSession(b *Broker, uc *net.UnixConn, cred ipc.Cred, u *account) *session {
-	return &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
+	s := &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
+	s.out.start = func() { s.writer.Go(s.writeLoop) }
+	return s
 }
 
 // stopReading makes the reader see end of input after the request it is
@@ -135,19 +140,14 @@ func (s *session) serve() {
 	if !s.handshake() {
 		return
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.writeLoop()
-	}()
 	s.readLoop()
 	s.unsubscribeAll()
 	// The writer may be stuck on a peer that half-closed and stopped
 	// reading: give it a moment to finish, never longer.
 	s.conn.SetWriteDeadline(time.Now().Add(lingerTimeout))
 	s.doneOnce.Do(func() { close(s.done) })
-	wg.Wait()
+	s.out.end()
+	s.writer.Wait()
 	s.out.settle()
 }
 

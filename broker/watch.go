@@ -62,6 +62,12 @@ type outbox struct {
 	charged  int        // bytes of q and rest charged to budget
 	restCost int        // of which for rest
 	settled  bool       // the session ended: nothing more is charged
+
+	// The writer goroutine is started by the first wake: a connection
+	// whose notices were all written at once never has one.
+	start   func() // starts it; nil in tests of the outbox alone
+	started bool
+	ended   bool // the session is ending: no writer may start now
 }
 
 func newOutbox(budget ipc.Budget) outbox {
@@ -78,6 +84,14 @@ func (o *outbox) chargeLocked(n int) error {
 	}
 	o.charged += n
 	return nil
+}
+
+// end stops a writer from starting from now on, so that the session can
+// wait for the one that did.
+func (o *outbox) end() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ended = true
 }
 
 // settle gives back what the outbox holds charged, once the session ended.
@@ -144,8 +158,17 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 	return false, false, err
 }
 
-// wakeLocked wakes the writer goroutine.
+// wakeLocked wakes the writer goroutine, starting it the first time.
 func (o *outbox) wakeLocked() {
+	if !o.started {
+		if o.ended {
+			return
+		}
+		o.started = true
+		if o.start != nil {
+			o.start()
+		}
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:

@@ -103,7 +103,14 @@ type Conn struct {
 	closeErr  error
 }
 
-const minReadBuf = 4096
+// Read buffer sizes: a connection starts with minReadBuf, small enough that
+// an idle connection costs little, and doubles it up to burstReadBuf when a
+// read fills it, so that a client that pipelines is read in few calls.
+// Frames larger than the buffer grow it to fit (see fill).
+const (
+	minReadBuf   = 1024
+	burstReadBuf = 8192
+)
 
 // NewConn wraps uc. maxFrame bounds the body of a frame read (0 means
 // DefaultMaxFrame). Descriptors received are kept for TakeFD when allowFDs is
@@ -228,6 +235,11 @@ func (c *Conn) fill(n int) error {
 			return c.timeoutErr(err)
 		}
 		early = false
+		if c.w == len(c.rbuf) && len(c.rbuf) < burstReadBuf {
+			// The socket may hold more: read it in fewer calls. A refused
+			// charge only leaves the buffer as it is.
+			c.resize(2 * len(c.rbuf))
+		}
 	}
 	return nil
 }

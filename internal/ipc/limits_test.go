@@ -127,3 +127,38 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferGrowsForBursts: the read buffer stays small while frames come
+// one at a time, and doubles (up to burstReadBuf) when a read fills it, so a
+// burst of pipelined frames is read in few calls.
+func TestBufferGrowsForBursts(t *testing.T) {
+	a, b := pair(t, 1<<20, false)
+	frame := binary.BigEndian.AppendUint32(nil, 60)
+	frame = append(frame, make([]byte, 60)...)
+	for range 100 {
+		if err := a.WriteFrame(frame, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(b.rbuf) != minReadBuf {
+		t.Fatalf("one frame at a time: buffer of %d bytes, want %d", len(b.rbuf), minReadBuf)
+	}
+	var burst []byte
+	for range 200 { // 12800 bytes
+		burst = append(burst, frame...)
+	}
+	if err := a.WriteFrame(burst, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if _, err := b.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(b.rbuf) != burstReadBuf {
+		t.Fatalf("after a burst: buffer of %d bytes, want %d", len(b.rbuf), burstReadBuf)
+	}
+}
