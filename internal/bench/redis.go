@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"strconv"
+
+	"github.com/commy/commy/internal/ipc"
 )
 
 // Redis is a Redis server under test, reached on a Unix socket. It speaks
@@ -70,7 +72,7 @@ var ErrRedis = errors.New("bench: redis error reply")
 
 type redisConn struct {
 	r       *Redis
-	nc      net.Conn
+	nc      *ipc.Stream // the same system calls as a commy connection
 	rd      *bufio.Reader
 	wbuf    []byte
 	bulk    []byte // the last bulk string read
@@ -80,8 +82,13 @@ type redisConn struct {
 
 func (r *Redis) dial(ctx context.Context) (*redisConn, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", r.socket)
+	conn, err := d.DialContext(ctx, "unix", r.socket)
 	if err != nil {
+		return nil, fmt.Errorf("bench: redis: %w", err)
+	}
+	nc, err := ipc.NewStream(conn.(*net.UnixConn))
+	if err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("bench: redis: %w", err)
 	}
 	c := &redisConn{r: r, nc: nc, rd: bufio.NewReaderSize(nc, 16<<10)}

@@ -93,9 +93,7 @@ type Conn struct {
 	tn        int
 	terr      error
 	tryFn     func(uintptr) bool
-	sendFn    func(uintptr) bool
-	sp        []byte // writeLocked's unsent bytes and error
-	serr      error
+	snd       sender // writeLocked's
 	wtimeout  time.Duration
 	wdeadline time.Time
 
@@ -130,7 +128,7 @@ func NewConn(uc *net.UnixConn, maxFrame int, allowFDs bool) (*Conn, error) {
 	}
 	c.readFn = c.recvmsg
 	c.tryFn = c.trySend
-	c.sendFn = c.send
+	c.snd.init()
 	return c, nil
 }
 
@@ -506,28 +504,43 @@ func (c *Conn) writeLocked(frame []byte, file *os.File) error {
 	if len(frame) == 0 {
 		return nil
 	}
-	c.sp = frame
-	err := c.rc.Write(c.sendFn)
-	if err == nil {
-		err = c.serr
-	}
-	c.sp, c.serr = nil, nil
-	return c.wrapWriteErr(err)
+	return c.wrapWriteErr(c.snd.write(c.rc, frame))
 }
 
-// send is the poller callback for writeLocked: sendto(2) of sp until it is
-// all sent, asking the poller to wait for room when the socket is full.
-func (c *Conn) send(fd uintptr) bool {
-	for len(c.sp) > 0 {
-		n, errno := sendto(fd, c.sp)
+// sender writes a whole buffer through the runtime's poller with sendto.
+// Its callback is made once, so a write allocates nothing.
+type sender struct {
+	p   []byte
+	err error
+	fn  func(uintptr) bool
+}
+
+func (s *sender) init() { s.fn = s.send }
+
+// write sends all of p, waiting in the poller whenever the socket is full.
+func (s *sender) write(rc syscall.RawConn, p []byte) error {
+	s.p = p
+	err := rc.Write(s.fn)
+	if err == nil {
+		err = s.err
+	}
+	s.p, s.err = nil, nil
+	return err
+}
+
+// send is the poller callback: sendto(2) of p until it is all sent, asking
+// the poller to wait for room when the socket is full.
+func (s *sender) send(fd uintptr) bool {
+	for len(s.p) > 0 {
+		n, errno := sendto(fd, s.p)
 		switch errno {
 		case 0:
-			c.sp = c.sp[n:]
+			s.p = s.p[n:]
 		case unix.EAGAIN:
 			return false
 		case unix.EINTR:
 		default:
-			c.serr = os.NewSyscallError("sendto", errno)
+			s.err = os.NewSyscallError("sendto", errno)
 			return true
 		}
 	}
