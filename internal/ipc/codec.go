@@ -69,6 +69,25 @@ func Decode(body []byte) (Message, Header, error) {
 	return m, *m.Hdr(), nil
 }
 
+// DecodeInto parses body into m, which must be of the type the body names
+// (else an error matching ErrInvalidRequest). It is Decode for a reader that
+// expects one type and reuses one message for it: slices keep their memory
+// from one call to the next, and a field the body leaves out keeps its old
+// value.
+func DecodeInto(body []byte, m Message) error {
+	typ, ok := peekType(body)
+	if !ok {
+		typ = []byte(headerOf(body).Type)
+	}
+	if string(typ) != m.Kind() {
+		return fmt.Errorf("%w: %q where %s was due", ErrInvalidRequest, typ, m.Kind())
+	}
+	if err := decMode.Unmarshal(body, m); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalidRequest, typ, err)
+	}
+	return nil
+}
+
 // headerOf is as much of the header as body yields, for the id of an error
 // reply.
 func headerOf(body []byte) Header {

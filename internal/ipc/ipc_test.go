@@ -156,6 +156,35 @@ func TestDecodeKeyOrder(t *testing.T) {
 	}
 }
 
+// TestDecodeInto: a body decodes into a reused message of its type, which
+// keeps its slices' memory; a body of another type is refused.
+func TestDecodeInto(t *testing.T) {
+	var enc Encoder
+	var m VariablesUpdated
+	for i, want := range []VariablesUpdated{
+		{Header: Header{Type: "VariablesUpdated"}, ServiceID: "t_s", Variables: []string{"a", "b"}, Versions: []uint64{3, 4}},
+		{Header: Header{Type: "VariablesUpdated"}, ServiceID: "t_s", Variables: []string{"c"}, Versions: []uint64{5}},
+	} {
+		f, err := enc.Frame(&want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := DecodeInto(f[HeaderLen:], &m); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("decode %d: %+v, want %+v", i, m, want)
+		}
+	}
+	f, err := enc.Frame(&Welcome{Header: Header{ID: 1}, Protocol: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DecodeInto(f[HeaderLen:], &m); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("a Welcome into a VariablesUpdated: %v", err)
+	}
+}
+
 func TestFrameLimits(t *testing.T) {
 	a, b := pair(t, 64, true)
 	hdr := binary.BigEndian.AppendUint32(nil, 65)
