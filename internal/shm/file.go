@@ -68,7 +68,7 @@ type File struct {
 
 	// A wake owed by MarkChanged, paid by WakeWaiters without the lock.
 	wakeDue  atomic.Bool
-	wakeWord atomic.Pointer[atomic.Uint32] // the change sequence; nil once closed
+	wakeWord atomic.Pointer[atomic.Uint32] // the change sequence, set when mapped; nil once closed
 }
 
 // GrowFunc is asked before a File grows by n bytes; an error stops the
@@ -148,11 +148,13 @@ func initFile(f *os.File, path string, memfd bool, tenant, service string, o Opt
 	copy(mem[offTenant:], tenant)
 	copy(mem[offService:], service)
 	u64(mem, offFileSize).Store(size)
-	return &File{
+	sf := &File{
 		f: f, path: path, memfd: memfd, mem: mem, size: size, max: uint64(o.MaxSize),
 		dirOff: dirOff, dirCap: o.DirCapacity, dataOff: dataOff, dataEnd: dataOff,
 		index: make(map[string]int),
-	}, nil
+	}
+	sf.wakeWord.Store(u32(mem, offChangeSeq))
+	return sf, nil
 }
 
 func alignPage(n uint64) uint64 { return (n + 4095) &^ 4095 }
@@ -579,9 +581,7 @@ func (f *File) MarkChanged() {
 	var err error // a fault marks the file damaged; the caller learns it next time
 	defer f.guard(debug.SetPanicOnFault(true), &err)
 	u64(f.mem, offChangeCount).Add(1)
-	seq := u32(f.mem, offChangeSeq)
-	seq.Add(1)
-	f.wakeWord.Store(seq)
+	f.bump()
 	f.wakeDue.Store(true)
 }
 
@@ -600,13 +600,16 @@ func (f *File) WakeWaiters() {
 	}
 }
 
-// wake bumps the change sequence (release: what was stored before is seen by
-// a waiter that sees the new value) and wakes every process waiting on it.
-func (f *File) wake() {
+// bump increments the change sequence (release: what was stored before is
+// seen by a waiter that sees the new value) and returns its word.
+func (f *File) bump() *atomic.Uint32 {
 	seq := u32(f.mem, offChangeSeq)
 	seq.Add(1)
-	futexWake(seq)
+	return seq
 }
+
+// wake bumps the change sequence and wakes every process waiting on it.
+func (f *File) wake() { futexWake(f.bump()) }
 
 // MarkDeleted marks the service deleted in the header, so that every mapped
 // reader gets ErrServiceDeleted, and wakes every Wait. The broker calls it

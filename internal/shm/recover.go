@@ -116,6 +116,7 @@ func open(f *os.File, path string) (*File, error) {
 		dirOff: h.dirOff, dirCap: h.dirCap, dataOff: h.dataOff,
 		index: make(map[string]int),
 	}
+	sf.wakeWord.Store(u32(mem, offChangeSeq))
 	if err := sf.repairGuarded(h); err != nil {
 		unmap(mem)
 		return nil, err
