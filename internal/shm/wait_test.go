@@ -56,10 +56,25 @@ func TestWait(t *testing.T) {
 }
 
 // TestMarkChangedOwesWake: WakeWaiters, without the lock and after any
-// number of MarkChanged, pays the wake they owe; and it is harmless on a
-// closed file.
+// number of MarkChanged, pays the wake they owe, on a file just made and on
+// one opened again (as at a restart); and it is harmless on a closed file.
 func TestMarkChangedOwesWake(t *testing.T) {
-	f := backends[1].create(t, Options{})
+	t.Run("created", func(t *testing.T) { owedWake(t, backends[1].create(t, Options{})) })
+	t.Run("reopened", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "svc.mem")
+		f, err := Create(path, "acme", "orders", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if f, err = Open(path); err != nil {
+			t.Fatal(err)
+		}
+		owedWake(t, f)
+	})
+}
+
+func owedWake(t *testing.T, f *File) {
 	m := mapFile(t, f)
 	m.SetWaitSlice(time.Hour) // only FUTEX_WAKE ends the wait in time
 	defer m.SetWaitSlice(0)
