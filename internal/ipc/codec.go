@@ -47,16 +47,9 @@ func init() {
 // nobody knows gives ErrUnknownMessage. The header is returned whenever it
 // could be read, so the reply can carry the request's id.
 func Decode(body []byte) (Message, Header, error) {
-	typ, ok := peekType(body)
-	if !ok {
-		var h Header
-		if err := decMode.Unmarshal(body, &h); err != nil {
-			return nil, h, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-		}
-		typ = []byte(h.Type)
-	}
-	if len(typ) == 0 {
-		return nil, Header{}, fmt.Errorf("%w: no type", ErrInvalidRequest)
+	typ, h, err := typeOf(body)
+	if err != nil {
+		return nil, h, err
 	}
 	mk, known := kinds[string(typ)]
 	if !known {
@@ -75,9 +68,9 @@ func Decode(body []byte) (Message, Header, error) {
 // from one call to the next, and a field the body leaves out keeps its old
 // value.
 func DecodeInto(body []byte, m Message) error {
-	typ, ok := peekType(body)
-	if !ok {
-		typ = []byte(headerOf(body).Type)
+	typ, _, err := typeOf(body)
+	if err != nil {
+		return err
 	}
 	if string(typ) != m.Kind() {
 		return fmt.Errorf("%w: %q where %s was due", ErrInvalidRequest, typ, m.Kind())
@@ -86,6 +79,23 @@ func DecodeInto(body []byte, m Message) error {
 		return fmt.Errorf("%w: %s: %w", ErrInvalidRequest, typ, err)
 	}
 	return nil
+}
+
+// typeOf is the type a body names: read in place when the body starts as
+// this package encodes one (peekType), else decoded with the header, which
+// is then returned too. The error matches ErrInvalidRequest.
+func typeOf(body []byte) ([]byte, Header, error) {
+	if typ, ok := peekType(body); ok {
+		return typ, Header{}, nil
+	}
+	var h Header
+	if err := decMode.Unmarshal(body, &h); err != nil {
+		return nil, h, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if h.Type == "" {
+		return nil, h, fmt.Errorf("%w: no type", ErrInvalidRequest)
+	}
+	return []byte(h.Type), h, nil
 }
 
 // headerOf is as much of the header as body yields, for the id of an error
