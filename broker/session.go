@@ -343,17 +343,16 @@ func (s *session) flush() error {
 		s.wakeReaders()
 		return nil
 	}
+	// With mapped readers to wake: the reply first if it goes out at once,
+	// then the wake, so that a reply that must wait for room never delays
+	// the readers.
+	var done bool
 	var err error
 	if len(s.wakes) > 0 {
-		// The reply first if it goes out at once, then the wake: a reply
-		// that must wait for room never delays the mapped readers.
-		var done bool
-		if done, err = s.conn.TryWrite(s.wbuf); !done && err == nil {
-			s.wakeReaders()
-			err = s.conn.WriteFrame(s.wbuf, nil)
-		}
+		done, err = s.conn.TryWrite(s.wbuf)
 		s.wakeReaders()
-	} else {
+	}
+	if !done && err == nil {
 		err = s.conn.WriteFrame(s.wbuf, nil)
 	}
 	s.releaseReplies()
