@@ -25,27 +25,9 @@ func TestWait(t *testing.T) {
 		t.Fatalf("Wait after a change: %d %v", got, err)
 	}
 	// A waiter asleep in the kernel on the futex is woken by the next
-	// change. The poll slice is an hour: only FUTEX_WAKE can end the wait
-	// within the test's time.
-	m.SetWaitSlice(time.Hour)
-	defer m.SetWaitSlice(0)
-	done := make(chan uint32)
-	go func() {
-		got, err := m.Wait(context.Background(), s0+1)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- got
-	}()
-	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
-	f.Changed()
-	select {
-	case got := <-done:
-		if got != s0+2 {
-			t.Fatalf("woken with %d, want %d", got, s0+2)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("waiter not woken: no FUTEX_WAKE reached it")
+	// change.
+	if got, err := wokenBy(t, m, s0+1, f.Changed); err != nil || got != s0+2 {
+		t.Fatalf("woken with %d, %v; want %d", got, err, s0+2)
 	}
 	// Cancellation ends a wait with nothing changing.
 	ctx, cancel := context.WithTimeout(t.Context(), 80*time.Millisecond)
@@ -76,32 +58,46 @@ func TestMarkChangedOwesWake(t *testing.T) {
 
 func owedWake(t *testing.T, f *File) {
 	m := mapFile(t, f)
-	m.SetWaitSlice(time.Hour) // only FUTEX_WAKE ends the wait in time
-	defer m.SetWaitSlice(0)
 	s0 := m.ChangeSeq()
-	done := make(chan uint32)
-	go func() {
-		got, err := m.Wait(context.Background(), s0)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- got
-	}()
-	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
-	f.MarkChanged()
-	f.MarkChanged()
-	f.WakeWaiters()
-	select {
-	case got := <-done:
-		if got != s0+2 {
-			t.Fatalf("woken with %d, want %d", got, s0+2)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("waiter not woken: WakeWaiters did not pay the owed wake")
+	got, err := wokenBy(t, m, s0, func() {
+		f.MarkChanged()
+		f.MarkChanged()
+		f.WakeWaiters()
+	})
+	if err != nil || got != s0+2 {
+		t.Fatalf("woken with %d, %v; want %d", got, err, s0+2)
 	}
 	f.MarkChanged()
 	f.Close()
 	f.WakeWaiters() // the word is unmapped: nothing to wake, no fault
+}
+
+// wokenBy starts m.Wait(seq) with a poll slice of an hour, so that only a
+// FUTEX_WAKE (or Interrupt) ends it within the test's time, calls act once
+// the waiter is asleep in the kernel, and returns what Wait returned. It
+// fails the test if act does not wake the waiter.
+func wokenBy(t *testing.T, m *Mapping, seq uint32, act func()) (uint32, error) {
+	t.Helper()
+	m.SetWaitSlice(time.Hour)
+	defer m.SetWaitSlice(0)
+	type result struct {
+		seq uint32
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := m.Wait(context.Background(), seq)
+		done <- result{got, err}
+	}()
+	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
+	act()
+	select {
+	case r := <-done:
+		return r.seq, r.err
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter was not woken")
+		return 0, nil
+	}
 }
 
 // waitChild maps the service file passed as fd 3, says "ready <seq>", waits
@@ -240,21 +236,8 @@ func mapFileB(b *testing.B, f *File) *Mapping {
 func TestInterruptWakesWait(t *testing.T) {
 	f := backends[1].create(t, Options{})
 	m := mapFile(t, f)
-	m.SetWaitSlice(time.Hour)
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.Wait(context.Background(), m.ChangeSeq())
-		done <- err
-	}()
-	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
-	m.Interrupt()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrInterrupted) {
-			t.Fatalf("Wait: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Interrupt did not wake the waiter")
+	if _, err := wokenBy(t, m, m.ChangeSeq(), m.Interrupt); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("Wait: %v", err)
 	}
 	if _, err := m.Wait(context.Background(), m.ChangeSeq()); !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("Wait after Interrupt: %v", err)
@@ -267,21 +250,8 @@ func TestMarkDeletedWakesWait(t *testing.T) {
 	f := backends[1].create(t, Options{})
 	f.Allocate("v", []byte("1"), 0)
 	m := mapFile(t, f)
-	m.SetWaitSlice(time.Hour)
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.Wait(context.Background(), m.ChangeSeq())
-		done <- err
-	}()
-	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
-	f.MarkDeleted()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, ErrServiceDeleted) {
-			t.Fatalf("Wait: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the deletion did not wake the waiter")
+	if _, err := wokenBy(t, m, m.ChangeSeq(), f.MarkDeleted); err != nil && !errors.Is(err, ErrServiceDeleted) {
+		t.Fatalf("Wait: %v", err)
 	}
 	if _, _, err := m.Read("v", nil); !errors.Is(err, ErrServiceDeleted) {
 		t.Fatalf("Read after the deletion: %v", err)
@@ -301,27 +271,20 @@ func TestRepairWakesWait(t *testing.T) {
 	}
 	f.Allocate("v", []byte("1"), 0)
 	m := mapFile(t, f)
-	m.SetWaitSlice(time.Hour)
 	seq := m.ChangeSeq()
 	f.Write("v", []byte("2")) // published; the broker dies before Changed
 	f.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := m.Wait(context.Background(), seq)
-		done <- err
-	}()
-	testutil.WaitFutexSleepers(t, os.Getpid(), 1)
-	g, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Wait: %v", err)
+	var g *File
+	defer func() {
+		if g != nil {
+			g.Close()
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the repair did not wake the waiter")
+	}()
+	if _, err := wokenBy(t, m, seq, func() {
+		if g, err = Open(path); err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatalf("Wait: %v", err)
 	}
 }
