@@ -79,17 +79,7 @@ func TestNoEcho(t *testing.T) {
 	// Once more around: anything echoed before the marker is in by now.
 	hs[1].set(sb, "marker2", "b")
 	waitValue(t, hs, "fed", "echo", "marker2", "b")
-	_, js := c.connect()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "COMMY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := c.streamInfo()
 	got := bridge.CountsOf(hs[0].br).Published + bridge.CountsOf(hs[1].br).Published + bridge.CountsOf(hs[2].br).Published
 	if info.State.Msgs != uint64(got) || got > 8 {
 		t.Fatalf("stream holds %d messages, bridges published %v; want the writes only (at most 8: creation, 5 values, 2 markers)", info.State.Msgs, got)
@@ -298,17 +288,7 @@ func TestBridgeRestart(t *testing.T) {
 	waitValue(t, hs, "fed", "restart", "bw", "b-was-here")
 	// Resumed, not replayed: the new run applied only batches after the
 	// saved position.
-	_, js := c.connect()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, "COMMY")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := c.streamInfo()
 	if n := bridge.CountsOf(b.br).Applied; n > float64(int(info.State.LastSeq)-saved) || n == 0 {
 		t.Fatalf("the restarted bridge applied %v batches; want 1 to %d (those after sequence %d of %d)", n, int(info.State.LastSeq)-saved, saved, info.State.LastSeq)
 	}

@@ -181,6 +181,23 @@ func (c *cluster) connect() (*nats.Conn, jetstream.JetStream) {
 	return c.connectTo(c.urls()...)
 }
 
+// streamInfo is the state of the bridges' stream, COMMY, now.
+func (c *cluster) streamInfo() *jetstream.StreamInfo {
+	c.t.Helper()
+	_, js := c.connect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "COMMY")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return info
+}
+
 // connectTo opens a JetStream context on the nodes at urls.
 func (c *cluster) connectTo(urls ...string) (*nats.Conn, jetstream.JetStream) {
 	c.t.Helper()
