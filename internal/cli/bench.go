@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/commy/commy/client"
 	"github.com/commy/commy/internal/bench"
 	"github.com/schollz/progressbar/v3"
 	ucli "github.com/urfave/cli/v2"
@@ -142,7 +140,7 @@ func runBench(c *ucli.Context) error {
 		if cfg.ValueSize < 8 {
 			return usagef("the federation scenario needs --size of at least 8")
 		}
-		rc, err := dialAt(c, c.String("remote-socket"))
+		rc, err := dialAt(c, c.String("remote-socket"), "commy-bench")
 		if err != nil {
 			return err
 		}
@@ -421,22 +419,3 @@ func (b *benchBar) Finish() {
 }
 
 var errNoResults = errors.New("cli: nothing measured to plot")
-
-// dialAt connects to the broker at path (the federation scenario's second
-// broker), and says what was tried when none answers.
-func dialAt(c *ucli.Context, path string) (*client.Client, error) {
-	if err := notSocket(path); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, path, client.WithName("commy-bench"))
-	if err != nil {
-		var re *client.Error
-		if errors.As(err, &re) {
-			return nil, err
-		}
-		return nil, dialError(path, err)
-	}
-	return cl, nil
-}

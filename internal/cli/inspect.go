@@ -32,6 +32,12 @@ func dial(c *ucli.Context) (*client.Client, error) {
 		return nil, &cliError{code: CodeUnreachable, exit: ExitUnreachable, err: err,
 			msg: fmt.Sprintf("no default socket: %v", err)}
 	}
+	return dialAt(c, path, "commy-cli")
+}
+
+// dialAt connects to the broker at path as client name, and says what was
+// tried when none answers.
+func dialAt(c *ucli.Context, path, name string) (*client.Client, error) {
 	if err := notSocket(path); err != nil {
 		return nil, err
 	}
@@ -43,7 +49,7 @@ func dial(c *ucli.Context) (*client.Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, path, client.WithName("commy-cli"))
+	cl, err := client.Dial(ctx, path, client.WithName(name))
 	if err != nil {
 		var re *client.Error
 		if errors.As(err, &re) {
