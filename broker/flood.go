@@ -47,14 +47,7 @@ func (f *flood) allow(uid, gid uint32, req, code string) bool {
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	w := f.uids[uid]
-	if w == nil {
-		if f.uids == nil {
-			f.uids = map[uint32]*floodWindow{}
-		}
-		w = &floodWindow{start: now, gid: gid}
-		f.uids[uid] = w
-	}
+	w := f.windowLocked(uid, gid, now)
 	w.n++
 	if w.n <= f.burst {
 		return true
@@ -64,19 +57,26 @@ func (f *flood) allow(uid, gid uint32, req, code string) bool {
 	return false
 }
 
-// suppress counts one more record of uid not recorded in full, outside the
-// burst: the disconnect of a connection whose connect was suppressed.
-func (f *flood) suppress(uid, gid uint32, req string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// windowLocked is uid's current window, opened at now if it has none.
+func (f *flood) windowLocked(uid, gid uint32, now time.Time) *floodWindow {
 	w := f.uids[uid]
 	if w == nil {
 		if f.uids == nil {
 			f.uids = map[uint32]*floodWindow{}
 		}
-		w = &floodWindow{start: time.Now(), gid: gid}
+		w = &floodWindow{start: now, gid: gid}
 		f.uids[uid] = w
 	}
+	return w
+}
+
+// suppress counts one more record of uid not recorded in full, outside the
+// burst: the disconnect of a connection whose connect was suppressed.
+func (f *flood) suppress(uid, gid uint32, req string) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.windowLocked(uid, gid, now)
 	w.suppressed++
 	w.last = req
 }
