@@ -60,7 +60,8 @@ type session struct {
 	owed    []*session  // outboxes this session must deliver (payOwed)
 	wakes   []*shm.File // files whose mapped waiters this session must wake
 	sc      scratch
-	wcharge int // bytes of wbuf charged to user
+	frameFn func([]byte) error // frame, made once
+	wcharge int                // bytes of wbuf charged to user
 
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
@@ -84,12 +85,16 @@ func newSession(b *Broker, uc *net.UnixConn, cred ipc.Cred, u *account) *session
 // handling, for a graceful shutdown.
 func (s *session) stopReading() { s.uc.CloseRead() }
 
-// close closes the connection at once. Safe to call more than once.
-func (s *session) close() { s.closeOnce.Do(func() { s.uc.Close() }) }
+// close ends the connection at once: both directions are shut down, which
+// wakes its reader and writer, and serve closes the descriptor when they are
+// done. It never waits, so it is safe under any lock, from the session's own
+// reader too, and more than once.
+func (s *session) close() { s.closeOnce.Do(func() { ipc.Shutdown(s.uc) }) }
 
 func (s *session) serve() {
 	defer s.b.dropSession(s)
 	defer s.user.disconnect()
+	defer s.uc.Close()
 	defer s.close()
 	cred := s.cred
 	conn, err := ipc.NewConn(s.uc, s.b.cfg.MaxFrame, false)
@@ -98,6 +103,7 @@ func (s *session) serve() {
 		return
 	}
 	s.conn = conn
+	s.frameFn = s.frame
 	conn.SetWriteTimeout(s.b.cfg.WriteTimeout)
 	conn.SetBudget(s.user)
 	defer conn.ReleaseBuffer()
@@ -220,26 +226,35 @@ func (s *session) fatal(err error) {
 func (s *session) readLoop() {
 	defer s.wakeReaders()
 	for {
-		body, err := s.conn.ReadFrame()
+		err := s.conn.ServeFrames(s.frameFn)
 		if errors.Is(err, ipc.ErrIdle) && s.subscribed() {
 			continue // the idle rule drops only connections without a subscription
 		}
-		if err != nil {
+		if !errors.Is(err, errEnded) {
 			s.fatal(err)
-			return
 		}
-		s.received(body)
-		err = s.handleFrame(body)
-		s.payOwed()
-		if err != nil {
-			return
-		}
-		if !s.conn.Buffered() || len(s.wbuf) >= 64<<10 {
-			if s.flush() != nil {
-				return
-			}
+		return
+	}
+}
+
+// errEnded stops the reader quietly: the connection cannot be used.
+var errEnded = errors.New("session ended")
+
+// frame serves one request and flushes the replies once no whole request
+// is left to read.
+func (s *session) frame(body []byte) error {
+	s.received(body)
+	err := s.handleFrame(body)
+	s.payOwed()
+	if err != nil {
+		return errEnded
+	}
+	if !s.conn.Buffered() || len(s.wbuf) >= 64<<10 {
+		if s.flush() != nil {
+			return errEnded
 		}
 	}
+	return nil
 }
 
 // handleFrame decodes and serves one request, queuing its reply, and counts

@@ -59,8 +59,9 @@ type outbox struct {
 	restN int    // how many notices rest holds
 
 	budget   ipc.Budget // the uid's buffered bytes
-	charged  int        // bytes of q and rest charged to budget
+	charged  int        // bytes of q, rest and those being written charged to budget
 	restCost int        // of which for rest
+	writing  int        // of which for what the goroutine writing took
 	settled  bool       // the session ended: nothing more is charged
 
 	// The writer goroutine is started by the first wake: a connection
@@ -102,7 +103,7 @@ func (o *outbox) settle() {
 	for _, p := range o.q {
 		p.cost = 0
 	}
-	o.restCost = 0
+	o.restCost, o.writing = 0, 0
 	if o.charged > 0 {
 		o.budget.Discharge(o.charged)
 		o.charged = 0
@@ -175,14 +176,19 @@ func (o *outbox) wakeLocked() {
 	}
 }
 
-// release ends the caller's turn at writing. unsent are frames it could not
-// write; they go to the writer goroutine, ahead of anything queued since,
-// charged to the uid. err is the charge refused (the caller must end the
-// session).
+// release ends the caller's turn at writing and gives back what the
+// notices it took held charged. unsent are frames it could not write; they
+// go to the writer goroutine, ahead of anything queued since, charged to the
+// uid. err is the charge refused (the caller must end the session).
 func (o *outbox) release(unsent []byte, n int) (err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.busy = false
+	if o.writing > 0 {
+		o.budget.Discharge(o.writing)
+		o.charged -= o.writing
+		o.writing = 0
+	}
 	if len(unsent) > 0 {
 		o.rest = append(o.rest, unsent...)
 		o.restN += n
@@ -215,38 +221,35 @@ func (o *outbox) drop(service string) {
 	}
 }
 
-// takeLocked removes every pending notice. The caller takes over what they
-// hold charged, returned, and discharges it once they are written.
-func (o *outbox) takeLocked(into []*pending) ([]*pending, int) {
-	cost := 0
+// takeLocked removes every pending notice for the caller to write. What
+// they hold charged stays charged until the caller's release, or settle.
+func (o *outbox) takeLocked(into []*pending) []*pending {
 	for _, p := range o.q {
-		cost += p.cost
+		o.writing += p.cost
+		p.cost = 0
 	}
-	o.charged -= cost
 	into = append(into, o.q...)
 	clear(o.q)
 	o.q = o.q[:0]
 	clear(o.bySvc)
-	return into, cost
+	return into
 }
 
 // take makes the caller the outbox's writer, unless another goroutine is
 // writing, and then removes every pending notice and the frames handed over
-// by release, with the bytes they hold charged (see takeLocked).
-func (o *outbox) take(into []*pending) (batch []*pending, rest []byte, n, cost int, ok bool) {
+// by release (see takeLocked).
+func (o *outbox) take(into []*pending) (batch []*pending, rest []byte, n int, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.busy {
-		return into, nil, 0, 0, false
+		return into, nil, 0, false
 	}
 	o.busy = true
 	rest, n = o.rest, o.restN
 	o.rest, o.restN = nil, 0
-	batch, cost = o.takeLocked(into)
-	cost += o.restCost
-	o.charged -= o.restCost
+	o.writing += o.restCost
 	o.restCost = 0
-	return batch, rest, n, cost, true
+	return o.takeLocked(into), rest, n, true
 }
 
 // frame encodes a notice that was merged or filtered.
@@ -279,9 +282,9 @@ func (s *session) writeLoop() {
 			return
 		}
 		var rest []byte
-		var restN, cost int
+		var restN int
 		var ok bool
-		batch, rest, restN, cost, ok = s.out.take(batch[:0])
+		batch, rest, restN, ok = s.out.take(batch[:0])
 		if !ok {
 			continue
 		}
@@ -295,9 +298,6 @@ func (s *session) writeLoop() {
 		var err error
 		if size > 0 {
 			err = s.conn.WriteFrames(bufs)
-		}
-		if cost > 0 {
-			s.user.Discharge(cost)
 		}
 		s.out.release(nil, 0)
 		if err != nil {
@@ -337,8 +337,7 @@ type scratch struct {
 // It never blocks on the subscriber, and it releases the outbox.
 func (s *session) deliver(sc *scratch) {
 	s.out.mu.Lock()
-	var cost int
-	sc.batch, cost = s.out.takeLocked(sc.batch[:0])
+	sc.batch = s.out.takeLocked(sc.batch[:0])
 	s.out.mu.Unlock()
 	buf, n := sc.buf[:0], 0
 	for _, p := range sc.batch {
@@ -364,9 +363,6 @@ func (s *session) deliver(sc *scratch) {
 		if err := s.out.release(buf, n); err != nil {
 			s.overBudget(err)
 		}
-	}
-	if cost > 0 {
-		s.user.Discharge(cost)
 	}
 	sc.buf = buf
 	if cap(buf) > 2*ipc.MaxTryWrite {
@@ -481,12 +477,16 @@ func (b *Broker) notify(svc *service, sender *session, names []string, vers []ui
 // overBudget ends a subscriber whose unsent notices would take its uid
 // past its buffered bytes: its notices already merge per service, so the
 // only way left to bound them is to disconnect it. The client sees the
-// connection end, never a notice silently missing.
+// connection end, never a notice silently missing. Its unsent notices
+// will never go out, so what they hold charged is given back at once, not
+// once its reader and writer have finished: the uid's other connections do
+// not pay for one that has ended.
 func (s *session) overBudget(err error) {
 	s.overOnce.Do(func() {
 		s.b.log.Warn("subscriber disconnected: unsent notices over its uid's limit", "client_id", s.caller.ClientID,
 			"pid", s.caller.PID, "uid", s.caller.UID, "err", err)
 		s.close()
+		s.out.settle()
 	})
 }
 

@@ -46,7 +46,7 @@ func TestOutboxDirect(t *testing.T) {
 	}
 	// The notifier takes what it writes (deliver).
 	o.mu.Lock()
-	now, _ := o.takeLocked(nil)
+	now := o.takeLocked(nil)
 	o.mu.Unlock()
 	if len(now) != 1 || now[0].service != "a" {
 		t.Fatalf("the notifier took %v", now)
@@ -60,7 +60,7 @@ func TestOutboxDirect(t *testing.T) {
 	}
 	// The writer goroutine cannot take the outbox while the notifier has it.
 	woken(&o)
-	if _, _, _, _, ok := o.take(nil); ok {
+	if _, _, _, ok := o.take(nil); ok {
 		t.Fatal("the writer took a busy outbox")
 	}
 	// The notifier could not write A1: it goes to the writer, first.
@@ -72,9 +72,12 @@ func TestOutboxDirect(t *testing.T) {
 	if budget.held != charged {
 		t.Fatalf("%d bytes charged for what waits for the writer, want %d", budget.held, charged)
 	}
-	batch, rest, n, cost, ok := o.take(nil)
-	if !ok || string(rest) != "A1" || n != 1 || len(batch) != 1 || batch[0].service != "b" || cost != charged {
-		t.Fatalf("take: ok %v rest %q n %d batch %v cost %d", ok, rest, n, batch, cost)
+	batch, rest, n, ok := o.take(nil)
+	if !ok || string(rest) != "A1" || n != 1 || len(batch) != 1 || batch[0].service != "b" || o.writing != charged {
+		t.Fatalf("take: ok %v rest %q n %d batch %v writing %d", ok, rest, n, batch, o.writing)
+	}
+	if budget.held != charged {
+		t.Fatalf("%d bytes charged while the writer writes them, want %d", budget.held, charged)
 	}
 	if f, _ := batch[0].encode(); f == nil {
 		t.Fatal("merged notice does not encode")
@@ -90,7 +93,10 @@ func TestOutboxDirect(t *testing.T) {
 	if !woken(&o) {
 		t.Fatal("release left a queued notice without a writer")
 	}
-	batch, rest, _, _, _ = o.take(nil)
+	if want := pendingCost([]byte("C1"), nil); budget.held != want {
+		t.Fatalf("%d bytes charged after the writer's release, want %d (the queued notice only)", budget.held, want)
+	}
+	batch, rest, _, _ = o.take(nil)
 	if len(batch) != 1 || rest != nil {
 		t.Fatalf("take: %v %q", batch, rest)
 	}
@@ -133,5 +139,27 @@ func TestOutboxCharge(t *testing.T) {
 	}
 	if _, _, err := o.push("d", make([]byte, 200), nil, nil); err != nil || budget.held != 0 {
 		t.Fatalf("after settle: err %v, %d bytes charged", err, budget.held)
+	}
+}
+
+// TestOutboxSettleWhileWriting: a session that ends while its writer is
+// stuck on the socket gives back at once what the writer took, and the
+// writer's release later gives back nothing twice.
+func TestOutboxSettleWhileWriting(t *testing.T) {
+	budget := &testBudget{}
+	o := newOutbox(budget)
+	o.push("a", []byte("A1"), []string{"x"}, []uint64{1}) // the notifier owns it
+	o.push("b", make([]byte, 60), []string{"y"}, []uint64{1})
+	o.release([]byte("A1"), 1)
+	if _, _, _, ok := o.take(nil); !ok || budget.held != 62 {
+		t.Fatalf("take: ok %v, %d bytes charged, want 62", ok, budget.held)
+	}
+	o.settle()
+	if budget.held != 0 {
+		t.Fatalf("%d bytes still charged for what the stuck writer holds", budget.held)
+	}
+	o.release(nil, 0)
+	if budget.held != 0 {
+		t.Fatalf("%d bytes charged after the writer's release", budget.held)
 	}
 }

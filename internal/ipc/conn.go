@@ -75,6 +75,12 @@ type Conn struct {
 	fds        []int
 	fdsClosed  bool
 	readFn     func(uintptr) bool
+	stepFn     func(uintptr) bool // ServeFrames's
+	serveFn    func([]byte) error
+	serr       error
+	drained    bool // the last read left the socket empty
+	early      bool // earlyIdle set the deadline: do not arm it
+	recvs      int  // recvmsg(2) calls made
 	rn         int
 	rflags     int
 	roobn      int
@@ -127,6 +133,7 @@ func NewConn(uc *net.UnixConn, maxFrame int, allowFDs bool) (*Conn, error) {
 		oob:  make([]byte, unix.CmsgSpace(maxFDsPerRead*4)),
 	}
 	c.readFn = c.recvmsg
+	c.stepFn = c.step
 	c.tryFn = c.trySend
 	c.snd.init()
 	return c, nil
@@ -163,25 +170,39 @@ func (c *Conn) SetMaxFrame(n int) {
 // ReadFrame. A length over the maximum fails with ErrFrameTooLarge before any
 // of the body is read or memory is allocated for it.
 func (c *Conn) ReadFrame() ([]byte, error) {
-	if err := c.fill(HeaderLen); err != nil {
-		return nil, err
+	for {
+		body, need, err := c.next()
+		if body != nil || err != nil {
+			return body, err
+		}
+		if err := c.fill(need); err != nil {
+			if errors.Is(err, io.EOF) && need > HeaderLen {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// next takes the next whole frame from the buffer, or returns how many
+// unread bytes it needs first.
+func (c *Conn) next() (body []byte, need int, err error) {
+	if c.w-c.r < HeaderLen {
+		return nil, HeaderLen, nil
 	}
 	n := binary.BigEndian.Uint32(c.rbuf[c.r:])
 	if n == 0 {
-		return nil, ErrEmptyFrame
+		return nil, 0, ErrEmptyFrame
 	}
 	if uint64(n) > uint64(c.maxFrame) {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.maxFrame)
+		return nil, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, c.maxFrame)
 	}
-	if err := c.fill(HeaderLen + int(n)); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
+	if c.w-c.r < HeaderLen+int(n) {
+		return nil, HeaderLen + int(n), nil
 	}
-	body := c.rbuf[c.r+HeaderLen : c.r+HeaderLen+int(n)]
+	body = c.rbuf[c.r+HeaderLen : c.r+HeaderLen+int(n)]
 	c.r += HeaderLen + int(n)
-	return body, nil
+	return body, 0, nil
 }
 
 // Buffered reports whether a whole frame is already buffered, so a reply can
@@ -194,29 +215,108 @@ func (c *Conn) Buffered() bool {
 	return c.w-c.r >= HeaderLen+int(n)
 }
 
-// fill makes at least n unread bytes available in rbuf. The buffer grows
-// with the bytes that arrive, at most doubling each time it fills, never to
-// the length a frame declares.
-func (c *Conn) fill(n int) error {
-	if c.w-c.r >= n {
-		return nil
-	}
-	if c.r == c.w {
-		c.r, c.w = 0, 0
-		if len(c.rbuf) > 64<<10 {
-			c.resize(minReadBuf) // give back a large frame's memory
+// ServeFrames calls fn with the body of each frame read, in order, until a
+// read or fn fails, and returns that error: ReadFrame's errors, io.EOF at
+// the end of input, or fn's own. A body is valid until fn returns; fn runs
+// on the calling goroutine and must not close the Conn, which waits for
+// the read in progress (CloseRead and Shutdown are fine).
+//
+// It reads as a loop of ReadFrame would, with one system call fewer per
+// request: it stays inside one wait on the runtime poller, so after a read
+// that left the socket empty it waits for the next readiness event instead
+// of reading again only to learn that nothing is there. A peer that makes
+// a read end early with data still queued (MSG_OOB) only delays its own
+// frames until it sends again.
+func (c *Conn) ServeFrames(fn func(body []byte) error) error {
+	c.serveFn = fn
+	defer func() { c.serveFn = nil }()
+	early := false
+	for {
+		// The poller refuses to wait at all past a deadline: arm it before
+		// the first wait, which step then need not do again.
+		if !early {
+			c.armDeadline()
 		}
+		c.serr, c.drained, c.early = nil, false, true
+		err := c.rc.Read(c.stepFn)
+		if err == nil {
+			return c.serr // step stops only with an error
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return ErrClosed
+		}
+		if early = c.earlyIdle(err); early {
+			continue
+		}
+		return c.timeoutErr(err)
 	}
-	if len(c.rbuf)-c.r < n && c.r > 0 {
-		c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
-		c.r = 0
+}
+
+// step is ServeFrames's poller callback: it serves every whole frame
+// buffered, then reads, until it must wait (false) or stop (true, with
+// serr set).
+func (c *Conn) step(fd uintptr) bool {
+	for {
+		body, need, err := c.next()
+		if err != nil {
+			c.serr = err
+			return true
+		}
+		if body != nil {
+			if err := c.serveFn(body); err != nil {
+				c.serr = err
+				return true
+			}
+			continue
+		}
+		if c.drained {
+			c.drained = false
+			c.waiting()
+			return false
+		}
+		if err := c.room(need); err != nil {
+			c.serr = err
+			return true
+		}
+		p := c.rbuf[c.w:]
+		c.rbufTarget = p
+		if !c.recvmsg(fd) {
+			c.waiting()
+			return false
+		}
+		m, err := c.received()
+		c.w += m
+		if err != nil {
+			if errors.Is(err, io.EOF) && c.w > c.r {
+				err = io.ErrUnexpectedEOF
+			}
+			c.serr = err
+			return true
+		}
+		c.early = false
+		// A read that filled less than it could, and did not stop at
+		// descriptors, left the socket empty.
+		c.drained = m < len(p) && c.roobn == 0
+		c.grow()
 	}
+}
+
+// waiting arms the read deadline before step waits, unless it is armed
+// already: by ServeFrames, or by earlyIdle at its true time.
+func (c *Conn) waiting() {
+	if c.early {
+		c.early = false
+		return
+	}
+	c.armDeadline()
+}
+
+// fill makes at least n unread bytes available in rbuf.
+func (c *Conn) fill(n int) error {
 	early := false
 	for c.w-c.r < n {
-		if c.w == len(c.rbuf) {
-			if err := c.resize(max(min(c.r+n, 2*len(c.rbuf)), minReadBuf)); err != nil {
-				return err
-			}
+		if err := c.room(n); err != nil {
+			return err
 		}
 		if !early {
 			c.armDeadline()
@@ -233,13 +333,38 @@ func (c *Conn) fill(n int) error {
 			return c.timeoutErr(err)
 		}
 		early = false
-		if c.w == len(c.rbuf) && len(c.rbuf) < burstReadBuf {
-			// The socket may hold more: read it in fewer calls. A refused
-			// charge only leaves the buffer as it is.
-			c.resize(2 * len(c.rbuf))
-		}
+		c.grow()
 	}
 	return nil
+}
+
+// room makes space in rbuf for a read toward n unread bytes. The buffer
+// grows with the bytes that arrive, at most doubling each time it fills,
+// never to the length a frame declares.
+func (c *Conn) room(n int) error {
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+		if len(c.rbuf) > 64<<10 {
+			c.resize(minReadBuf) // give back a large frame's memory
+		}
+	}
+	if len(c.rbuf)-c.r < n && c.r > 0 {
+		c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
+		c.r = 0
+	}
+	if c.w == len(c.rbuf) {
+		return c.resize(max(min(c.r+n, 2*len(c.rbuf)), minReadBuf))
+	}
+	return nil
+}
+
+// grow doubles a buffer that a read filled, up to burstReadBuf: the socket
+// may hold more, to be read in fewer calls. A refused charge only leaves the
+// buffer as it is.
+func (c *Conn) grow() {
+	if c.w == len(c.rbuf) && len(c.rbuf) < burstReadBuf {
+		c.resize(2 * len(c.rbuf))
+	}
 }
 
 // resize replaces rbuf by one of size bytes holding the same unread bytes,
@@ -356,15 +481,21 @@ func (c *Conn) timeoutErr(err error) error {
 // read wraps recvmsg(2) with MSG_CMSG_CLOEXEC, through the runtime poller.
 func (c *Conn) read(p []byte) (int, error) {
 	c.rbufTarget = p
-	err := c.rc.Read(c.readFn)
-	if err == nil {
-		err = c.rerr
-	}
-	if err != nil {
+	if err := c.rc.Read(c.readFn); err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			err = ErrClosed
 		}
 		return 0, err
+	}
+	return c.received()
+}
+
+// received is the outcome of the recvmsg just made: the bytes read, after
+// the descriptors that came with them are queued, or the error; io.EOF for
+// the end of input.
+func (c *Conn) received() (int, error) {
+	if c.rerr != nil {
+		return 0, c.rerr
 	}
 	if c.roobn > 0 {
 		if err := c.takeRights(c.oob[:c.roobn], c.rflags); err != nil {
@@ -390,6 +521,7 @@ func (c *Conn) recvmsg(fd uintptr) bool {
 	c.msg = unix.Msghdr{Iov: &c.iov, Control: &c.oob[0]}
 	c.msg.SetIovlen(1)
 	c.msg.SetControllen(len(c.oob))
+	c.recvs++
 	n, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
@@ -625,6 +757,25 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(
 
 // CloseRead shuts down the reading side, waking a blocked ReadFrame.
 func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
+
+// Shutdown shuts down both directions of uc at once (shutdown(2),
+// SHUT_RDWR): a blocked read sees the end of input and a blocked write
+// fails, and the peer sees the connection end. Unlike Close it never waits
+// for a read in progress, so a ServeFrames callback may call it.
+func Shutdown(uc *net.UnixConn) error {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_RDWR) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("shutdown", serr)
+	}
+	return nil
+}
 
 // Close closes the socket and any received descriptor not taken. It is safe
 // to call more than once and concurrently with reads and writes.

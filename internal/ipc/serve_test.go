@@ -1,0 +1,141 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func frameOf(body []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// serveEcho runs ServeFrames on c, writing every body back, and returns
+// what ServeFrames returned on the channel. reads is, after each reply, how
+// many reads c had made.
+func serveEcho(c *Conn, reads *atomic.Int64) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ServeFrames(func(body []byte) error {
+			reads.Store(int64(c.recvs))
+			return c.WriteFrame(frameOf(body), nil)
+		})
+	}()
+	return done
+}
+
+// TestServeFrames: ServeFrames serves frames in order whatever their size
+// and however they arrive (one at a time, pipelined, split mid-frame), and
+// a request that waits for its reply costs one read: after a read that
+// left the socket empty it waits for the poller instead of reading again.
+func TestServeFrames(t *testing.T) {
+	a, b := pair(t, 1<<20, false)
+	var reads atomic.Int64
+	done := serveEcho(b, &reads)
+	roundTrip := func(body []byte) {
+		t.Helper()
+		if err := a.WriteFrame(frameOf(body), nil); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.ReadFrame()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("echo of %d bytes: %d bytes, %v", len(body), len(got), err)
+		}
+	}
+	roundTrip([]byte("warm"))
+	const n = 200
+	before := reads.Load()
+	for i := range n {
+		roundTrip([]byte{byte(i), 1, 2, 3})
+	}
+	if r := reads.Load() - before; r >= n*3/2 {
+		t.Fatalf("%d reads for %d requests made one at a time, want about one each", r, n)
+	}
+	roundTrip(bytes.Repeat([]byte{9}, 300<<10)) // grows the buffer
+	var burst []byte
+	for i := range 300 {
+		burst = append(burst, frameOf([]byte{byte(i), byte(i >> 8)})...)
+	}
+	if err := a.WriteFrame(burst, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		got, err := a.ReadFrame()
+		if err != nil || got[0] != byte(i) || got[1] != byte(i>>8) {
+			t.Fatalf("pipelined frame %d: %v %v", i, got, err)
+		}
+	}
+	split := frameOf([]byte("split in two"))
+	a.WriteFrame(split[:6], nil)
+	time.Sleep(20 * time.Millisecond) // the server waits with half a frame
+	a.WriteFrame(split[6:], nil)
+	if got, err := a.ReadFrame(); err != nil || string(got) != "split in two" {
+		t.Fatalf("split frame: %q %v", got, err)
+	}
+	a.uc.CloseWrite()
+	if err := <-done; !errors.Is(err, io.EOF) {
+		t.Fatalf("ServeFrames at the end of input: %v, want EOF", err)
+	}
+}
+
+// TestServeFramesErrors: ServeFrames stops on what fn returns, on a frame
+// over the limit, on input ending mid-frame, and with ErrIdle on silence,
+// after which it serves again.
+func TestServeFramesErrors(t *testing.T) {
+	t.Run("fn", func(t *testing.T) {
+		a, b := pair(t, 0, false)
+		stop := errors.New("stop")
+		a.WriteFrame(append(frameOf([]byte("x")), frameOf([]byte("y"))...), nil)
+		var seen []string
+		err := b.ServeFrames(func(body []byte) error {
+			seen = append(seen, string(body))
+			return stop
+		})
+		if !errors.Is(err, stop) || len(seen) != 1 {
+			t.Fatalf("err %v after %q", err, seen)
+		}
+		if got, err := b.ReadFrame(); err != nil || string(got) != "y" {
+			t.Fatalf("the frame after: %q %v", got, err)
+		}
+	})
+	t.Run("too-large", func(t *testing.T) {
+		a, b := pair(t, 100, false)
+		a.WriteFrame(binary.BigEndian.AppendUint32(nil, 101), nil)
+		if err := b.ServeFrames(func([]byte) error { return nil }); !errors.Is(err, ErrFrameTooLarge) {
+			t.Fatalf("err %v, want ErrFrameTooLarge", err)
+		}
+	})
+	t.Run("mid-frame", func(t *testing.T) {
+		a, b := pair(t, 0, false)
+		a.WriteFrame(frameOf([]byte("cut short"))[:7], nil)
+		a.uc.CloseWrite()
+		if err := b.ServeFrames(func([]byte) error { return nil }); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("err %v, want ErrUnexpectedEOF", err)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		a, b := pair(t, 0, false)
+		const idle = 100 * time.Millisecond
+		b.SetReadTimeouts(idle, time.Second)
+		for range 2 { // a second call waits its full idle time again
+			start := time.Now()
+			if err := b.ServeFrames(func([]byte) error { return nil }); !errors.Is(err, ErrIdle) {
+				t.Fatalf("err %v, want ErrIdle", err)
+			}
+			if d := time.Since(start); d < idle {
+				t.Fatalf("idle after %v, before %v", d, idle)
+			}
+		}
+		done := serveEcho(b, new(atomic.Int64))
+		a.WriteFrame(frameOf([]byte("after")), nil)
+		if got, err := a.ReadFrame(); err != nil || string(got) != "after" {
+			t.Fatalf("after idling: %q %v", got, err)
+		}
+		a.uc.CloseWrite()
+		<-done
+	})
+}
