@@ -349,7 +349,14 @@ func (b *Broker) accept(uc *net.UnixConn) {
 		b.refuseConn(uc, cred, err)
 		return
 	}
-	s := newSession(b, uc, cred, u)
+	sock, err := ipc.NewInputPolled(uc)
+	if err != nil {
+		u.disconnect()
+		b.smu.Unlock()
+		b.log.Error("connection dropped", "pid", cred.PID, "uid", cred.UID, "err", err)
+		return
+	}
+	s := newSession(b, sock, cred, u)
 	b.sessions[s] = struct{}{}
 	b.sessWG.Add(1)
 	b.smu.Unlock()

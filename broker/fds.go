@@ -33,9 +33,9 @@ func RaiseFileLimit() (uint64, error) {
 }
 
 // fdBudget estimates the broker's descriptors: those open when it started,
-// one per connection and one per service file. Transient ones (a file
-// passed by GetServiceFilePath, the audit log, a listener) come out of the
-// reserve.
+// fdsPerConnection per connection and one per service file. Transient ones
+// (a file passed by GetServiceFilePath, the audit log, a listener, the
+// epoll instance of a write waiting for room) come out of the reserve.
 type fdBudget struct {
 	limit    int64 // soft RLIMIT_NOFILE
 	reserve  int64
@@ -60,9 +60,13 @@ func (b *Broker) initFDs() {
 	}
 }
 
+// fdsPerConnection is what a connection holds: its socket, and the epoll
+// instance through which the runtime polls it (see ipc.InputPolled).
+const fdsPerConnection = 2
+
 // fdsUsed is the estimate of descriptors held, with conns connections.
 func (b *Broker) fdsUsed(conns int) int64 {
-	return b.fds.base + int64(conns) + b.fds.services.Load()
+	return b.fds.base + fdsPerConnection*int64(conns) + b.fds.services.Load()
 }
 
 // Who takes a descriptor: each may go deeper into the reserve than the one
@@ -74,8 +78,9 @@ const (
 	fdPrivileged        // root's or the broker uid's connection: three quarters
 )
 
-// fdRoom reports whether one more descriptor may be taken by who, warning
-// when fewer than a tenth are left.
+// fdRoom reports whether who may take what it needs (a connection's
+// descriptors, or a service file's), warning when fewer than a tenth are
+// left.
 func (b *Broker) fdRoom(conns int, who int) error {
 	used, limit := b.fdsUsed(conns), b.fds.limit
 	if limit-used < limit/10 {
@@ -83,14 +88,16 @@ func (b *Broker) fdRoom(conns int, who int) error {
 			b.log.Warn("close to the descriptor limit", "open", used, "limit", limit, "reserve", b.fds.reserve)
 		}
 	}
-	keep := b.fds.reserve
+	keep, need := b.fds.reserve, int64(fdsPerConnection)
 	switch who {
+	case fdCreate:
+		need = 1
 	case fdConnection:
 		keep /= 2
 	case fdPrivileged:
 		keep /= 4
 	}
-	if used+1 > limit-keep {
+	if used+need > limit-keep {
 		return fmt.Errorf("%w: %s: the broker holds %d of %d, %d kept in reserve", ipc.ErrQuotaExceeded, limitDescriptors, used, limit, keep)
 	}
 	return nil

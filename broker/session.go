@@ -45,7 +45,7 @@ func peerExe(pid int32, pidfd *os.File) string {
 // at once.
 type session struct {
 	b      *Broker
-	uc     *net.UnixConn
+	sock   *ipc.InputPolled
 	conn   *ipc.Conn
 	caller Caller
 	cred   ipc.Cred
@@ -75,29 +75,29 @@ type session struct {
 	overOnce  sync.Once
 }
 
-func newSession(b *Broker, uc *net.UnixConn, cred ipc.Cred, u *account) *session {
-	s := &session{b: b, uc: uc, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
+func newSession(b *Broker, sock *ipc.InputPolled, cred ipc.Cred, u *account) *session {
+	s := &session{b: b, sock: sock, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
 	s.out.start = func() { s.writer.Go(s.writeLoop) }
 	return s
 }
 
 // stopReading makes the reader see end of input after the request it is
 // handling, for a graceful shutdown.
-func (s *session) stopReading() { s.uc.CloseRead() }
+func (s *session) stopReading() { s.sock.CloseRead() }
 
 // close ends the connection at once: both directions are shut down, which
 // wakes its reader and writer, and serve closes the descriptor when they are
 // done. It never waits, so it is safe under any lock, from the session's own
 // reader too, and more than once.
-func (s *session) close() { s.closeOnce.Do(func() { ipc.Shutdown(s.uc) }) }
+func (s *session) close() { s.closeOnce.Do(func() { s.sock.Shutdown() }) }
 
 func (s *session) serve() {
 	defer s.b.dropSession(s)
 	defer s.user.disconnect()
-	defer s.uc.Close()
+	defer s.sock.Close()
 	defer s.close()
 	cred := s.cred
-	conn, err := ipc.NewConn(s.uc, s.b.cfg.MaxFrame, false)
+	conn, err := ipc.NewConn(s.sock, s.b.cfg.MaxFrame, false)
 	if err != nil {
 		s.b.log.Error("connection dropped", "err", err)
 		return
@@ -110,13 +110,13 @@ func (s *session) serve() {
 	defer s.releaseReplies()
 	defer conn.ReleaseFDs()
 	s.caller = Caller{ClientID: s.b.nextID.Add(1), PID: cred.PID, UID: cred.UID, GID: cred.GID}
-	s.caller.Groups, err = ipc.PeerGroups(s.uc)
+	s.caller.Groups, err = ipc.PeerGroups(s.sock)
 	s.caller.groupsKnown = err == nil
 	if err != nil && !errors.Is(err, ipc.ErrNotSupported) {
 		s.b.log.Error("connection dropped: no peer groups", "err", err)
 		return
 	}
-	switch pidfd, err := ipc.PeerPidfd(s.uc); {
+	switch pidfd, err := ipc.PeerPidfd(s.sock); {
 	case err == nil:
 		s.caller.Exe = peerExe(cred.PID, pidfd)
 		pidfd.Close()

@@ -59,7 +59,8 @@ type Budget interface {
 // Conn reads and writes frames on a Unix stream socket. One goroutine may read
 // at a time; writes are serialised internally and may come from any goroutine.
 type Conn struct {
-	uc       *net.UnixConn
+	sk       Socket
+	uc       *net.UnixConn // sk, when it is one
 	rc       syscall.RawConn
 	maxFrame int
 	allowFDs bool
@@ -116,19 +117,20 @@ const (
 	burstReadBuf = 8192
 )
 
-// NewConn wraps uc. maxFrame bounds the body of a frame read (0 means
+// NewConn wraps sk. maxFrame bounds the body of a frame read (0 means
 // DefaultMaxFrame). Descriptors received are kept for TakeFD when allowFDs is
 // set, else they are closed and the read fails with ErrUnexpectedFD.
-func NewConn(uc *net.UnixConn, maxFrame int, allowFDs bool) (*Conn, error) {
-	rc, err := uc.SyscallConn()
+func NewConn(sk Socket, maxFrame int, allowFDs bool) (*Conn, error) {
+	rc, err := sk.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("ipc: %w", err)
 	}
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
+	uc, _ := sk.(*net.UnixConn)
 	c := &Conn{
-		uc: uc, rc: rc, maxFrame: maxFrame, allowFDs: allowFDs,
+		sk: sk, uc: uc, rc: rc, maxFrame: maxFrame, allowFDs: allowFDs,
 		rbuf: make([]byte, minReadBuf),
 		oob:  make([]byte, unix.CmsgSpace(maxFDsPerRead*4)),
 	}
@@ -153,7 +155,7 @@ func Dial(path string, maxFrame int) (*Conn, error) {
 	return c, nil
 }
 
-// UnixConn is the underlying socket.
+// UnixConn is the underlying socket, if it is a *net.UnixConn.
 func (c *Conn) UnixConn() *net.UnixConn { return c.uc }
 
 // MaxFrame is the largest body ReadFrame accepts.
@@ -219,7 +221,7 @@ func (c *Conn) Buffered() bool {
 // read or fn fails, and returns that error: ReadFrame's errors, io.EOF at
 // the end of input, or fn's own. A body is valid until fn returns; fn runs
 // on the calling goroutine and must not close the Conn, which waits for
-// the read in progress (CloseRead and Shutdown are fine).
+// the read in progress (CloseRead, and InputPolled's Shutdown, are fine).
 //
 // It reads as a loop of ReadFrame would, with one system call fewer per
 // request: it stays inside one wait on the runtime poller, so after a read
@@ -411,7 +413,7 @@ func (c *Conn) SetReadTimeouts(idle, frame time.Duration) {
 	c.idle, c.frameTO = idle, frame
 	c.inFrame = false
 	c.rdeadline = time.Time{}
-	c.uc.SetReadDeadline(time.Time{})
+	c.sk.SetReadDeadline(time.Time{})
 }
 
 // armDeadline sets the read deadline before a blocking read: the frame
@@ -448,7 +450,7 @@ func (c *Conn) setReadDeadline(t time.Time) {
 		return
 	}
 	c.rdeadline = t
-	c.uc.SetReadDeadline(t)
+	c.sk.SetReadDeadline(t)
 }
 
 // earlyIdle reports whether err is an idle deadline that fired before the
@@ -608,7 +610,7 @@ func (c *Conn) SetWriteTimeout(d time.Duration) {
 	c.wtimeout = d
 	c.wdeadline = time.Time{}
 	if d <= 0 {
-		c.uc.SetWriteDeadline(time.Time{})
+		c.sk.SetWriteDeadline(time.Time{})
 	}
 }
 
@@ -620,14 +622,14 @@ func (c *Conn) refreshDeadlineLocked() {
 	now := time.Now()
 	if c.wdeadline.Sub(now) < c.wtimeout/2 {
 		c.wdeadline = now.Add(c.wtimeout)
-		c.uc.SetWriteDeadline(c.wdeadline)
+		c.sk.SetWriteDeadline(c.wdeadline)
 	}
 }
 
 func (c *Conn) writeLocked(frame []byte, file *os.File) error {
 	c.refreshDeadlineLocked()
 	if file != nil {
-		n, _, err := c.uc.WriteMsgUnix(frame, unix.UnixRights(int(file.Fd())), nil)
+		n, err := c.snd.writeRights(c.rc, frame, unix.UnixRights(int(file.Fd())))
 		if err != nil {
 			return c.wrapWriteErr(err)
 		}
@@ -648,6 +650,62 @@ type sender struct {
 }
 
 func (s *sender) init() { s.fn = s.send }
+
+// writeRights sends the first bytes of p with the control message oob
+// (descriptors), waiting for room if need be, and reports how many of p
+// went with it.
+func (s *sender) writeRights(rc syscall.RawConn, p, oob []byte) (int, error) {
+	var n int
+	var serr error
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, serr = unix.SendmsgN(int(fd), p, oob, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if serr != unix.EINTR {
+				return serr != unix.EAGAIN
+			}
+		}
+	})
+	if err == nil && serr != nil {
+		err = os.NewSyscallError("sendmsg", serr)
+	}
+	return n, err
+}
+
+// writeBuffers sends all of bufs, in as few sendmsg(2) calls as it takes.
+func (s *sender) writeBuffers(rc syscall.RawConn, bufs net.Buffers) error {
+	var serr error
+	err := rc.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, err := unix.SendmsgBuffers(int(fd), bufs[:min(len(bufs), maxIovecs)], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			switch err {
+			case nil:
+			case unix.EAGAIN:
+				return false
+			case unix.EINTR:
+				continue
+			default:
+				serr = err
+				return true
+			}
+			for n > 0 && len(bufs) > 0 { // drop what went
+				if n < len(bufs[0]) {
+					bufs[0] = bufs[0][n:]
+					break
+				}
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			}
+			for len(bufs) > 0 && len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		return true
+	})
+	if err == nil && serr != nil {
+		err = os.NewSyscallError("sendmsg", serr)
+	}
+	return err
+}
 
 // write sends all of p, waiting in the poller whenever the socket is full.
 func (s *sender) write(rc syscall.RawConn, p []byte) error {
@@ -678,6 +736,9 @@ func (s *sender) send(fd uintptr) bool {
 	}
 	return true
 }
+
+// maxIovecs is the most buffers one sendmsg(2) takes (UIO_MAXIOV).
+const maxIovecs = 1024
 
 // sendto sends p without waiting for room (MSG_DONTWAIT) and without
 // SIGPIPE. A call that cannot block is made as a raw system call: the
@@ -737,8 +798,7 @@ func (c *Conn) WriteFrames(frames net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.refreshDeadlineLocked()
-	_, err := frames.WriteTo(c.uc)
-	return c.wrapWriteErr(err)
+	return c.wrapWriteErr(c.snd.writeBuffers(c.rc, frames))
 }
 
 func (c *Conn) wrapWriteErr(err error) error {
@@ -750,38 +810,19 @@ func (c *Conn) wrapWriteErr(err error) error {
 
 // SetWriteDeadline bounds how long a write may block, including one blocked
 // now. With a write timeout set, a later write may push it forward again.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.sk.SetWriteDeadline(t) }
 
 // SetReadDeadline bounds how long a read may block.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.sk.SetReadDeadline(t) }
 
 // CloseRead shuts down the reading side, waking a blocked ReadFrame.
-func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
-
-// Shutdown shuts down both directions of uc at once (shutdown(2),
-// SHUT_RDWR): a blocked read sees the end of input and a blocked write
-// fails, and the peer sees the connection end. Unlike Close it never waits
-// for a read in progress, so a ServeFrames callback may call it.
-func Shutdown(uc *net.UnixConn) error {
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_RDWR) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return os.NewSyscallError("shutdown", serr)
-	}
-	return nil
-}
+func (c *Conn) CloseRead() error { return c.sk.CloseRead() }
 
 // Close closes the socket and any received descriptor not taken. It is safe
 // to call more than once and concurrently with reads and writes.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.closeErr = c.uc.Close()
+		c.closeErr = c.sk.Close()
 		c.ReleaseFDs()
 	})
 	return c.closeErr

@@ -3,8 +3,8 @@ package ipc
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +19,7 @@ type Cred struct {
 
 // PeerCred wraps getsockopt(2) SO_PEERCRED: the credentials of the process
 // that connected, as they were when it called connect(2).
-func PeerCred(uc *net.UnixConn) (Cred, error) {
+func PeerCred(uc syscall.Conn) (Cred, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return Cred{}, fmt.Errorf("ipc: peer credentials: %w", err)
@@ -44,7 +44,7 @@ var ErrNotSupported = errors.New("ipc: not supported by this kernel")
 // PeerGroups wraps getsockopt(2) SO_PEERGROUPS: the supplementary groups of
 // the process that connected, as they were when it called connect(2). It
 // returns an error matching ErrNotSupported on kernels without it.
-func PeerGroups(uc *net.UnixConn) ([]uint32, error) {
+func PeerGroups(uc syscall.Conn) ([]uint32, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("ipc: peer groups: %w", err)
@@ -76,7 +76,7 @@ func PeerGroups(uc *net.UnixConn) ([]uint32, error) {
 // PeerPidfd wraps getsockopt(2) SO_PEERPIDFD: a pidfd of the process that
 // connected, which, unlike its pid, can never name another process. It
 // returns an error matching ErrNotSupported on kernels without it.
-func PeerPidfd(uc *net.UnixConn) (*os.File, error) {
+func PeerPidfd(uc syscall.Conn) (*os.File, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("ipc: peer pidfd: %w", err)
