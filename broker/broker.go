@@ -33,6 +33,7 @@ const (
 	DefaultMaxSubscriptions = 1024
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultWriteTimeout     = 30 * time.Second
+	DefaultReadSpin         = 50 * time.Microsecond
 	DefaultMetricsTenants   = 64
 )
 
@@ -54,6 +55,7 @@ type Config struct {
 	MaxSubscriptions int           // per connection, default DefaultMaxSubscriptions
 	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
 	WriteTimeout     time.Duration // a peer that reads nothing for this long is dropped; default DefaultWriteTimeout
+	ReadSpin         time.Duration // after a reply, read again this long before sleeping, for a client that answers fast (ipc.Conn.SetSpin); default DefaultReadSpin, negative: never
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
@@ -166,6 +168,12 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	switch {
+	case cfg.ReadSpin == 0:
+		cfg.ReadSpin = DefaultReadSpin
+	case cfg.ReadSpin < 0:
+		cfg.ReadSpin = 0
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout

@@ -187,6 +187,7 @@ func (s *session) handshake() bool {
 	default:
 		s.conn.SetMaxFrame(s.b.cfg.MaxFrame)
 		s.conn.SetReadTimeouts(s.b.cfg.IdleTimeout, s.b.cfg.FrameTimeout)
+		s.conn.SetSpin(s.b.cfg.ReadSpin)
 		s.caller.Name = hello.ClientName
 		s.reply(&ipc.Welcome{
 			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,

@@ -45,6 +45,7 @@ func serveCommand() *ucli.Command {
 			&ucli.Int64Flag{Name: "max-service-size", Value: shm.DefaultMaxSize, Usage: "largest size of a service file in `BYTES`"},
 			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
 			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
+			&ucli.DurationFlag{Name: "read-spin", Value: broker.DefaultReadSpin, Usage: "after a reply, read again for this long before sleeping when the client answers that fast and no other is being served, saving the wake-up of an idle CPU (0: never)"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
@@ -165,7 +166,8 @@ func serve(c *ucli.Context) error {
 	cfg := broker.Config{
 		DataDir: dataDir, Backend: c.String("backend"), AuditLog: c.String("audit-log"), Policy: policy,
 		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), WriteTimeout: c.Duration("write-timeout"), Logger: log,
-		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
+		ReadSpin: readSpin(c),
+		Service:  shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
 	}
 	limitConfig(c, &cfg)
 	if err := metricsConfig(c, &cfg); err != nil {
@@ -308,4 +310,12 @@ func reloadPolicy(b *broker.Broker, file string, log *slog.Logger) string {
 	}
 	log.Info("policy reloaded", "file", file)
 	return "policy reloaded"
+}
+
+// readSpin is --read-spin as broker.Config wants it: 0 there is the default.
+func readSpin(c *ucli.Context) time.Duration {
+	if d := c.Duration("read-spin"); d > 0 {
+		return d
+	}
+	return -1
 }

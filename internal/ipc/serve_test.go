@@ -139,3 +139,59 @@ func TestServeFramesErrors(t *testing.T) {
 		<-done
 	})
 }
+
+// TestServeFramesSpin: with SetSpin, a client that answers fast is read
+// again after each reply instead of waited for; the spin ends when the
+// client goes quiet, and a client whose last request came slower than the
+// spin is not spun for.
+func TestServeFramesSpin(t *testing.T) {
+	a, b := pair(t, 0, false)
+	const window = 20 * time.Millisecond
+	b.SetSpin(window)
+	var reads atomic.Int64
+	done := serveEcho(b, &reads)
+	roundTrip := func() {
+		t.Helper()
+		if err := a.WriteFrame(frameOf([]byte("ping")), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roundTrip()
+	const n = 50
+	before := reads.Load()
+	for range n {
+		roundTrip()
+	}
+	if r := reads.Load() - before; r < 2*n {
+		t.Fatalf("%d reads for %d requests answered at once: no spin", r, n)
+	}
+	held := func(want bool, within time.Duration) bool {
+		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if spin.held.Load() == want {
+				return true
+			}
+		}
+		return false
+	}
+	if !held(true, 10*time.Millisecond) {
+		t.Fatal("no spin after the reply to a fast client")
+	}
+	if !held(false, time.Second) {
+		t.Fatal("the spin did not end when the client went quiet")
+	}
+	time.Sleep(2 * window) // the next request comes slower than the spin
+	roundTrip()
+	if held(true, 10*time.Millisecond) {
+		t.Fatal("spun for a client slower than the spin")
+	}
+	a.uc.CloseWrite()
+	if err := <-done; !errors.Is(err, io.EOF) {
+		t.Fatalf("ServeFrames: %v", err)
+	}
+	if spin.held.Load() {
+		t.Fatal("the spin is still held after ServeFrames returned")
+	}
+}
