@@ -187,7 +187,12 @@ func (s *session) handshake() bool {
 	default:
 		s.conn.SetMaxFrame(s.b.cfg.MaxFrame)
 		s.conn.SetReadTimeouts(s.b.cfg.IdleTimeout, s.b.cfg.FrameTimeout)
-		s.conn.SetSpin(s.b.cfg.ReadSpin)
+		if s.cred.PID != int32(os.Getpid()) {
+			// A client in the broker's own process shares its scheduler,
+			// which passes the CPU between the two without a wake-up:
+			// spinning would only keep a second CPU busy.
+			s.conn.SetSpin(s.b.cfg.ReadSpin)
+		}
 		s.caller.Name = hello.ClientName
 		s.reply(&ipc.Welcome{
 			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -365,6 +366,7 @@ func (c *Conn) keepSpinning() bool {
 		return false
 	}
 	if spin.last.Load() == c && spin.serving.Load() == 1 && time.Since(c.idleFrom) < c.spinFor {
+		runtime.Gosched() // anything runnable goes first
 		return true
 	}
 	c.stopSpin()
