@@ -233,9 +233,8 @@ func (c *Conn) Buffered() bool {
 // request: it stays inside one wait on the runtime poller, so after a read
 // that left the socket empty it waits for the next readiness event instead
 // of reading again only to learn that nothing is there (unless it spins:
-// see SetSpin). A peer that makes
-// a read end early with data still queued (MSG_OOB) only delays its own
-// frames until it sends again.
+// see SetSpin). A peer that makes a read end early with data still queued
+// (MSG_OOB) only delays its own frames until it sends again.
 func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 	c.serveFn = fn
 	defer func() {
