@@ -232,3 +232,26 @@ func TestStatsCommand(t *testing.T) {
 		t.Fatalf("stats --json: %+v", st)
 	}
 }
+
+// TestReadSpinFlag: --read-spin reaches broker.Config, and 0 turns the spin
+// off rather than asking for the default.
+func TestReadSpinFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, broker.DefaultReadSpin},
+		{[]string{"--read-spin", "20us"}, 20 * time.Microsecond},
+		{[]string{"--read-spin", "0"}, -1},
+	} {
+		var got time.Duration
+		app := &ucli.App{
+			Name: "serve", Flags: []ucli.Flag{readSpinFlag()},
+			Action: func(ctx *ucli.Context) error { got = readSpin(ctx); return nil },
+			Writer: io.Discard, ErrWriter: io.Discard, ExitErrHandler: func(*ucli.Context, error) {},
+		}
+		if err := app.Run(append([]string{"serve"}, c.args...)); err != nil || got != c.want {
+			t.Fatalf("%q: ReadSpin %v (%v), want %v", c.args, got, err, c.want)
+		}
+	}
+}

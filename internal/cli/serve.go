@@ -45,7 +45,7 @@ func serveCommand() *ucli.Command {
 			&ucli.Int64Flag{Name: "max-service-size", Value: shm.DefaultMaxSize, Usage: "largest size of a service file in `BYTES`"},
 			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
 			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
-			&ucli.DurationFlag{Name: "read-spin", Value: broker.DefaultReadSpin, Usage: "after a reply, read again for this long before sleeping when the client answers that fast and no other is being served, saving the wake-up of an idle CPU (0: never)"},
+			readSpinFlag(),
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
@@ -310,6 +310,10 @@ func reloadPolicy(b *broker.Broker, file string, log *slog.Logger) string {
 	}
 	log.Info("policy reloaded", "file", file)
 	return "policy reloaded"
+}
+
+func readSpinFlag() ucli.Flag {
+	return &ucli.DurationFlag{Name: "read-spin", Value: broker.DefaultReadSpin, Usage: "after a reply, read again for this long before sleeping when the client answers that fast and no other is being served, saving the wake-up of an idle CPU (0: never)"}
 }
 
 // readSpin is --read-spin as broker.Config wants it: 0 there is the default.
