@@ -34,8 +34,8 @@ func RaiseFileLimit() (uint64, error) {
 
 // fdBudget estimates the broker's descriptors: those open when it started,
 // fdsPerConnection per connection and one per service file. Transient ones
-// (a file passed by GetServiceFilePath, the audit log, a listener, the
-// epoll instance of a write waiting for room) come out of the reserve.
+// (a file passed by GetServiceFilePath, the audit log, a listener) come out
+// of the reserve.
 type fdBudget struct {
 	limit    int64 // soft RLIMIT_NOFILE
 	reserve  int64
@@ -60,9 +60,12 @@ func (b *Broker) initFDs() {
 	}
 }
 
-// fdsPerConnection is what a connection holds: its socket, and the epoll
-// instance through which the runtime polls it (see ipc.InputPolled).
-const fdsPerConnection = 2
+// fdsPerConnection is what a connection may hold: its socket, the epoll
+// instance through which the runtime polls it, and a second one while a
+// write waits for room (see ipc.InputPolled). Counting the third for every
+// connection keeps clients that stop reading from taking descriptors the
+// estimate does not know of.
+const fdsPerConnection = 3
 
 // fdsUsed is the estimate of descriptors held, with conns connections.
 func (b *Broker) fdsUsed(conns int) int64 {
