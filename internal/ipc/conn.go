@@ -240,6 +240,7 @@ func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 	defer func() {
 		c.serveFn = nil
 		c.stopSpin()
+		spin.last.CompareAndSwap(c, nil) // hold no closed Conn
 	}()
 	early := false
 	for {
