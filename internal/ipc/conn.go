@@ -81,7 +81,6 @@ type Conn struct {
 	stepFn     func(uintptr) bool // ServeFrames's
 	serveFn    func([]byte) error
 	serr       error
-	drained    bool          // the last read left the socket empty
 	early      bool          // earlyIdle set the deadline: do not arm it
 	recvs      int           // recvmsg(2) calls made
 	spinFor    time.Duration // see SetSpin
@@ -229,12 +228,11 @@ func (c *Conn) Buffered() bool {
 // on the calling goroutine and must not close the Conn, which waits for
 // the read in progress (CloseRead, and InputPolled's Shutdown, are fine).
 //
-// It reads as a loop of ReadFrame would, with one system call fewer per
-// request: it stays inside one wait on the runtime poller, so after a read
-// that left the socket empty it waits for the next readiness event instead
-// of reading again only to learn that nothing is there (unless it spins:
-// see SetSpin). A peer that makes a read end early with data still queued
-// (MSG_OOB) only delays its own frames until it sends again.
+// It reads as a loop of ReadFrame would, inside one wait on the runtime
+// poller, so that it can spin (see SetSpin). It reads until the socket is
+// empty before it waits: a read that returned fewer bytes than it asked for
+// may still leave the end of input behind it, which the poller reported
+// with those bytes and will not report again.
 func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 	c.serveFn = fn
 	defer func() {
@@ -249,7 +247,7 @@ func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 		if !early {
 			c.armDeadline()
 		}
-		c.serr, c.drained, c.early = nil, false, true
+		c.serr, c.early = nil, true
 		err := c.rc.Read(c.stepFn)
 		if err == nil {
 			return c.serr // step stops only with an error
@@ -288,13 +286,6 @@ func (c *Conn) step(fd uintptr) bool {
 			}
 			continue
 		}
-		if c.drained {
-			c.drained = false
-			if !c.startSpin() {
-				c.waiting()
-				return false
-			}
-		}
 		if err := c.room(need); err != nil {
 			c.serr = err
 			return true
@@ -302,7 +293,9 @@ func (c *Conn) step(fd uintptr) bool {
 		p := c.rbuf[c.w:]
 		c.rbufTarget = p
 		if !c.recvmsg(fd) {
-			if c.keepSpinning() {
+			// Empty. Only a read finds the end of input that came with
+			// the last bytes: the poller's one readiness event covered both.
+			if c.spinAgain() {
 				continue
 			}
 			c.waiting()
@@ -319,9 +312,6 @@ func (c *Conn) step(fd uintptr) bool {
 			return true
 		}
 		c.early = false
-		// A read that filled less than it could, and did not stop at
-		// descriptors, left the socket empty.
-		c.drained = m < len(p) && c.roobn == 0
 		c.grow()
 	}
 }
@@ -345,8 +335,18 @@ var spin struct {
 // never spins. 0 (the default) never spins.
 func (c *Conn) SetSpin(d time.Duration) { c.spinFor = d }
 
-// startSpin reports whether to read again rather than wait, and starts the
-// clock of the client's gap either way.
+// spinAgain reports, when a read found the socket empty, whether to read
+// again rather than wait.
+func (c *Conn) spinAgain() bool {
+	if c.spinning {
+		return c.keepSpinning()
+	}
+	return c.startSpin()
+}
+
+// startSpin reports, when a read found the socket empty, whether to read
+// again rather than wait, and starts the clock of the client's gap either
+// way.
 func (c *Conn) startSpin() bool {
 	if c.spinFor <= 0 {
 		return false
