@@ -4,39 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/brokertest"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// startBroker serves a broker on a socket in a temporary directory until
-// the test ends, and returns its socket.
-func startBroker(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	b, err := broker.New(broker.Config{DataDir: filepath.Join(dir, "data")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "commy.sock")
-	l, err := broker.Listen(sock, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b.Serve(l)
-	}()
-	t.Cleanup(func() {
-		b.Shutdown(context.Background())
-		<-done
-	})
+// serve serves a broker until the test ends, and returns its socket.
+func serve(t *testing.T) string {
+	_, sock := brokertest.Serve(t, broker.Config{})
 	return sock
 }
 
@@ -137,7 +117,7 @@ func TestFederationWaitsForRemote(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	url := startNATS(t)
-	sockA, sockB := startBroker(t), startBroker(t)
+	sockA, sockB := serve(t), serve(t)
 	a, b := dial(t, sockA), dial(t, sockB)
 	var svcs [2]*client.Service
 	for i, cl := range []*client.Client{a, b} {
@@ -182,7 +162,7 @@ func TestFederationWaitsForRemote(t *testing.T) {
 func TestFederationNotMirrored(t *testing.T) {
 	ctx := context.Background()
 	url := startNATS(t)
-	a, b := dial(t, startBroker(t)), dial(t, startBroker(t))
+	a, b := dial(t, serve(t)), dial(t, serve(t))
 	if err := a.CreateTenant(ctx, "fed"); err != nil {
 		t.Fatal(err)
 	}

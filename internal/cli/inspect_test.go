@@ -11,33 +11,14 @@ import (
 	"testing"
 
 	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/brokertest"
 	"github.com/commy/commy/internal/ipc"
 	"github.com/commy/commy/internal/testutil"
 )
 
-// startBroker serves a broker on a socket in a new directory.
+// startBroker serves a broker until the test ends, and returns its socket.
 func startBroker(t *testing.T) string {
-	t.Helper()
-	dir := shortDir(t)
-	b, err := broker.New(broker.Config{DataDir: filepath.Join(dir, "data")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	l, err := broker.Listen(sock, 0o666)
-	if err != nil {
-		b.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b.Serve(l)
-	}()
-	t.Cleanup(func() {
-		b.Close()
-		<-done
-	})
+	_, sock := brokertest.Serve(t, broker.Config{})
 	return sock
 }
 

@@ -17,38 +17,10 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/brokertest"
 	"github.com/commy/commy/internal/metrics"
 	ucli "github.com/urfave/cli/v2"
 )
-
-// inProcessBroker serves a broker on a socket in a temporary directory
-// until the test ends.
-func inProcessBroker(t *testing.T, cfg broker.Config) (*broker.Broker, string) {
-	t.Helper()
-	dir := shortDir(t)
-	cfg.DataDir = filepath.Join(dir, "data")
-	b, err := broker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	l, err := broker.Listen(sock, 0o666)
-	if err != nil {
-		b.Close()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(l) }()
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("close broker: %v", err)
-		}
-		if err := <-served; !errors.Is(err, broker.ErrClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return b, sock
-}
 
 // withMetricsFlags runs fn with a context parsed from the metrics flags.
 func withMetricsFlags(t *testing.T, args []string, fn func(c *ucli.Context) error) error {
@@ -95,7 +67,7 @@ func TestMetricsConfig(t *testing.T) {
 // addresses other hosts reach unless allowed, serves /metrics and pprof on
 // a Unix socket, and stops cleanly.
 func TestStartMetrics(t *testing.T) {
-	b, _ := inProcessBroker(t, broker.Config{Metrics: true})
+	b, _ := brokertest.Serve(t, broker.Config{Metrics: true})
 	log := slog.New(slog.DiscardHandler)
 	run := func(args ...string) (func() error, error) {
 		var stop func() error
@@ -182,7 +154,7 @@ func TestStartMetrics(t *testing.T) {
 // TestStatsCommand: commy stats prints the broker's figures as a table and
 // as JSON.
 func TestStatsCommand(t *testing.T) {
-	b, sock := inProcessBroker(t, broker.Config{})
+	b, sock := brokertest.Serve(t, broker.Config{})
 	if err := b.ReloadPolicy(filepath.Join(t.TempDir(), "missing.toml")); err == nil {
 		t.Fatal("reloaded a missing policy")
 	}
