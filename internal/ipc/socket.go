@@ -58,14 +58,13 @@ type InputPolled struct {
 	wstep     func(uintptr) bool
 	wctl      func(uintptr)
 	closeOnce sync.Once
-	isClosed  atomic.Bool
+	isClosed  atomic.Bool // set first by Close; read under mu, it keeps out from being made after
 
 	mu       sync.Mutex // guards what follows
 	out      *os.File   // epoll instance watching sock for room, made by the first write that waits
 	outc     syscall.RawConn
 	outfd    int
 	deadline time.Time // the write deadline, for out
-	closed   bool
 }
 
 // NewInputPolled takes over uc, which it closes, and returns its socket as
@@ -193,7 +192,7 @@ func (p *InputPolled) writeCtl(fd uintptr) { p.wdone = p.wf(fd) }
 func (p *InputPolled) arm() (syscall.RawConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.isClosed.Load() {
 		return nil, net.ErrClosed
 	}
 	if p.out == nil {
@@ -217,7 +216,7 @@ func (p *InputPolled) arm() (syscall.RawConn, error) {
 func (p *InputPolled) disarm() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.closed {
+	if !p.isClosed.Load() {
 		p.outEvents(0)
 	}
 }
@@ -281,7 +280,6 @@ func (p *InputPolled) Close() error {
 		p.isClosed.Store(true)
 		p.in.Close()
 		p.mu.Lock()
-		p.closed = true
 		if p.out != nil {
 			p.out.Close()
 		}
