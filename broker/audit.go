@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -273,16 +275,26 @@ func (b *Broker) logAudit(r Record) {
 	b.audit.Log(r)
 }
 
-// ReadAudit decodes the records of an audit log.
+// ReadAudit decodes the records of an audit log, one JSON object a line. A
+// last line without its newline is a record still being appended (or one a
+// full disk cut short, which the writer truncates away): it is left for a
+// later read, not reported as an error.
 func ReadAudit(r io.Reader, fn func(Record) error) error {
-	dec := json.NewDecoder(r)
-	for {
-		var rec Record
-		if err := dec.Decode(&rec); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
+	br := bufio.NewReader(r)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("broker: audit log: %w", err)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var rec Record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return fmt.Errorf("broker: audit log, line %d: %w", n, err)
 		}
 		if err := fn(rec); err != nil {
 			return err

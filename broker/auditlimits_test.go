@@ -351,3 +351,23 @@ func TestAttackReconnectFlood(t *testing.T) {
 		t.Fatalf("audit records %v, want %v", count, want)
 	}
 }
+
+// TestReadAuditPartialLine: a last line without its newline is a record
+// being appended, read later; a damaged line before it is an error.
+func TestReadAuditPartialLine(t *testing.T) {
+	read := func(log string) ([]string, error) {
+		var events []string
+		err := broker.ReadAudit(strings.NewReader(log), func(r broker.Record) error {
+			events = append(events, r.Event)
+			return nil
+		})
+		return events, err
+	}
+	events, err := read("{\"event\":\"connect\"}\n{\"event\":\"write_variable\"}\n{\"event\":\"disc")
+	if err != nil || len(events) != 2 || events[1] != "write_variable" {
+		t.Fatalf("with a record being appended: %q, %v", events, err)
+	}
+	if _, err := read("{\"event\":\"conn\n{\"event\":\"write_variable\"}\n"); err == nil {
+		t.Fatal("a damaged line before the last was not reported")
+	}
+}
