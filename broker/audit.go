@@ -37,6 +37,8 @@ type Record struct {
 	Result    *int64   `json:"result,omitempty"`
 	Broker    bool     `json:"broker,omitempty"`
 	Count     uint64   `json:"count,omitempty"` // records a summary stands for (suppressed, audit_lost)
+
+	at time.Time // when Log took it; the writer formats it into Time
 }
 
 // Audit event names.
@@ -132,7 +134,7 @@ func (a *Audit) Log(r Record) {
 	if a == nil {
 		return
 	}
-	r.Time = time.Now().Format(time.RFC3339Nano)
+	r.Time, r.at = "", time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for len(a.q) >= auditQueueLength && !a.closed {
@@ -199,14 +201,6 @@ func (a *Audit) run() {
 	}
 }
 
-func appendRecord(buf []byte, r Record) []byte {
-	line, err := json.Marshal(r)
-	if err != nil {
-		return buf // a Record always marshals
-	}
-	return append(append(buf, line...), '\n')
-}
-
 // auditRetry is how often a failing log is tried again while no record
 // arrives, to write the audit_lost summary once there is space.
 const auditRetry = time.Second
@@ -222,7 +216,7 @@ func (a *Audit) write(buf []byte, n int) {
 		}
 	}
 	if a.lost > 0 {
-		line := appendRecord(nil, Record{Time: time.Now().Format(time.RFC3339Nano), Event: EventAuditLost, Count: a.lost,
+		line := appendRecord(nil, Record{at: time.Now(), Event: EventAuditLost, Count: a.lost,
 			Reason: "records could not be written"})
 		if _, err := a.w.Write(line); err != nil {
 			a.failed(err, 0)
