@@ -40,6 +40,7 @@ type Socket interface {
 // Read, Write and Control make it a syscall.RawConn, for one reader and one
 // writer at a time.
 type InputPolled struct {
+	fd   int             // sock's descriptor, for SendBatch while held
 	sock *os.File        // the socket, in blocking mode: outside the poller
 	sc   syscall.RawConn // sock's, for its descriptor's reference count
 	in   *os.File        // epoll instance watching sock for input, in the poller
@@ -58,7 +59,8 @@ type InputPolled struct {
 	wstep     func(uintptr) bool
 	wctl      func(uintptr)
 	closeOnce sync.Once
-	isClosed  atomic.Bool // set first by Close; read under mu, it keeps out from being made after
+	isClosed  atomic.Bool  // set first by Close; read under mu, it keeps out from being made after
+	holds     sync.RWMutex // read-held by a SendBatch using fd; Close takes it to set isClosed
 
 	mu       sync.Mutex // guards what follows
 	out      *os.File   // epoll instance watching sock for room, made by the first write that waits
@@ -99,7 +101,7 @@ func newInputPolled(fd int) (*InputPolled, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &InputPolled{sock: os.NewFile(uintptr(fd), "commy-socket"), outfd: -1}
+	p := &InputPolled{fd: fd, sock: os.NewFile(uintptr(fd), "commy-socket"), outfd: -1}
 	p.in = os.NewFile(uintptr(infd), "commy-socket-input")
 	p.sc, _ = p.sock.SyscallConn()
 	p.inc, _ = p.in.SyscallConn()
@@ -277,7 +279,9 @@ func (p *InputPolled) shutdown(how int) error {
 func (p *InputPolled) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
+		p.holds.Lock() // waits for a SendBatch that holds the descriptor
 		p.isClosed.Store(true)
+		p.holds.Unlock()
 		p.in.Close()
 		p.mu.Lock()
 		if p.out != nil {
@@ -288,6 +292,19 @@ func (p *InputPolled) Close() error {
 	})
 	return err
 }
+
+// hold returns the socket's descriptor, which stays open until release; false
+// once p is closed.
+func (p *InputPolled) hold() (int, bool) {
+	p.holds.RLock()
+	if p.isClosed.Load() {
+		p.holds.RUnlock()
+		return -1, false
+	}
+	return p.fd, true
+}
+
+func (p *InputPolled) release() { p.holds.RUnlock() }
 
 // closedErr reports any failure once p is closed as net.ErrClosed, as a
 // closed *net.UnixConn reports itself: the files' own errors for it are

@@ -1,0 +1,163 @@
+package ipc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// withIOURing runs f with io_uring on, then off, as SendBatch's two ways of
+// writing; the io_uring run is skipped only where the kernel refuses it.
+func withIOURing(t *testing.T, f func(t *testing.T, ring bool)) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", on), func(t *testing.T) {
+			setIOURing(on)
+			t.Cleanup(func() { setIOURing(true) })
+			if on {
+				if err := IOURing(); err != nil {
+					t.Skipf("the kernel refuses io_uring here: %v", err)
+				}
+			}
+			f(t, on)
+		})
+	}
+}
+
+// TestSendBatch: each write in a batch comes out as TryWrite's would.
+func TestSendBatch(t *testing.T) {
+	withIOURing(t, func(t *testing.T, ring bool) {
+		type conn struct {
+			c, peer *Conn
+			frame   []byte
+			ok      bool
+			err     error // matched with errors.Is; any error when errAny
+			errAny  bool
+		}
+		var cs []*conn
+		add := func(frame []byte, ok bool) *conn {
+			c, _, peer := polledPair(t)
+			x := &conn{c: c, peer: peer, frame: frame, ok: ok}
+			cs = append(cs, x)
+			return x
+		}
+		for i := range 3 {
+			add(frameOf([]byte(fmt.Sprint("notice ", i))), true)
+		}
+		full := add(frameOf([]byte("no room")), false)
+		for {
+			if ok, err := full.c.TryWrite(frameOf(make([]byte, 1000))); err != nil {
+				t.Fatal(err)
+			} else if !ok {
+				break
+			}
+		}
+		gone := add(frameOf([]byte("peer gone")), false)
+		gone.errAny = true
+		gone.peer.Close()
+		closed := add(frameOf([]byte("closed")), false)
+		closed.err = ErrClosed
+		closed.c.Close()
+		add(frameOf(make([]byte, MaxTryWrite)), false) // too large: the blocking way
+		plainA, plainB := pair(t, 1<<20, false)        // not an InputPolled
+		cs = append(cs, &conn{c: plainA, peer: plainB, frame: frameOf([]byte("plain")), ok: true})
+
+		before := uringSends.Load()
+		var b SendBatch
+		for _, x := range cs {
+			b.Add(x.c, x.frame)
+		}
+		n := 0
+		b.Flush(func(i int, ok bool, err error) {
+			if i != n {
+				t.Errorf("result %d came as %d", n, i)
+			}
+			n++
+			x := cs[i]
+			switch {
+			case ok != x.ok:
+				t.Errorf("write %d (%q): ok %v, want %v (err %v)", i, x.frame[4:min(len(x.frame), 20)], ok, x.ok, err)
+			case x.errAny && err == nil, x.err != nil && !errors.Is(err, x.err), !x.errAny && x.err == nil && err != nil:
+				t.Errorf("write %d (%q): err %v, want %v", i, x.frame[4:min(len(x.frame), 20)], err, x.err)
+			}
+		})
+		if n != len(cs) {
+			t.Fatalf("%d results for %d writes", n, len(cs))
+		}
+		if b.Len() != 0 {
+			t.Fatalf("%d writes left after Flush", b.Len())
+		}
+		for i, x := range cs[:3] {
+			if got, err := x.peer.ReadFrame(); err != nil || !bytes.Equal(got, x.frame[4:]) {
+				t.Fatalf("peer %d read %q, %v", i, got, err)
+			}
+		}
+		if got, err := plainB.ReadFrame(); err != nil || string(got) != "plain" {
+			t.Fatalf("plain peer read %q, %v", got, err)
+		}
+		want := uint64(0)
+		if ring {
+			want = 3 // the plain socket's write is TryWrite's
+		}
+		if got := uringSends.Load() - before; got != want {
+			t.Fatalf("%d writes through io_uring, want %d", got, want)
+		}
+	})
+}
+
+// TestSendBatchClose: connections closed while batches write to them get
+// whole frames or nothing, and nothing is written to a descriptor after
+// its connection closed it (the race detector watches the rest).
+func TestSendBatchClose(t *testing.T) {
+	withIOURing(t, func(t *testing.T, ring bool) {
+		const conns, rounds = 40, 50
+		cs := make([]*Conn, conns)
+		peers := make([]*Conn, conns)
+		for i := range cs {
+			cs[i], _, peers[i] = polledPair(t)
+		}
+		var wg sync.WaitGroup
+		got := make([]int, conns)
+		for i, p := range peers {
+			wg.Go(func() {
+				for {
+					body, err := p.ReadFrame()
+					if err != nil {
+						return
+					}
+					if string(body) != fmt.Sprint("frame for ", i) {
+						t.Errorf("peer %d read %q", i, body)
+						return
+					}
+					got[i]++
+				}
+			})
+		}
+		frames := make([][]byte, conns)
+		for i := range frames {
+			frames[i] = frameOf([]byte(fmt.Sprint("frame for ", i)))
+		}
+		wg.Go(func() {
+			for i := 0; i < conns; i += 2 {
+				cs[i].Close()
+			}
+		})
+		var b SendBatch
+		for range rounds {
+			for i, c := range cs {
+				b.Add(c, frames[i])
+			}
+			b.Flush(func(int, bool, error) {})
+		}
+		for _, c := range cs {
+			c.Close()
+		}
+		wg.Wait()
+		for i := 1; i < conns; i += 2 {
+			if got[i] == 0 {
+				t.Errorf("peer %d of an open connection got nothing", i)
+			}
+		}
+	})
+}
