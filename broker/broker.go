@@ -231,6 +231,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.AuditCoalesce > 0 {
 		b.wg.Go(func() { b.runFlood(b.floodStop) })
 	}
+	if err := ipc.IOURing(); err != nil {
+		b.log.Info("io_uring not available: a fan-out makes one system call per subscriber", "err", err)
+	}
 	if n := runtime.GOMAXPROCS(0) - 1; n > 0 {
 		b.fan = make(chan []*session, n)
 		for range n {

@@ -503,3 +503,60 @@ func TestWideFanout(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFanoutFiltered: when one change owes notices to many subscribers,
+// written together (one batch, through io_uring where the kernel has it),
+// each gets its own: a subscriber filtering on one variable hears of that
+// one only, one taking all of them hears of every one.
+func TestFanoutFiltered(t *testing.T) {
+	h := start(t, broker.Config{})
+	ctx := t.Context()
+	c := h.dial(t)
+	c.CreateTenant(ctx, "t")
+	svc, _ := c.CreateService(ctx, "t", "s")
+	const vars, rounds = 12, 20
+	names := make([]string, vars)
+	for i := range names {
+		names[i] = fmt.Sprint("v", i)
+		if _, err := svc.Allocate(ctx, names[i], []byte("0"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type sub struct {
+		r     *raw
+		names []string // the variables it hears of, in the notices' order
+	}
+	var subs []sub
+	for i := range vars {
+		subs = append(subs, sub{h.raw(t, true), names[i : i+1]})
+	}
+	subs = append(subs, sub{h.raw(t, true), nil}, sub{h.raw(t, true), []string{names[3], names[7]}})
+	for _, s := range subs {
+		if rep := s.r.do(&ipc.Subscribe{ServiceID: "t_s", Variables: s.names}); rep.Kind() != "Subscribed" {
+			t.Fatal(rep)
+		}
+	}
+	subs[vars].names = names
+	for round := range rounds {
+		vals := make([]client.NamedValue, vars)
+		for i, n := range names {
+			vals[i] = client.NamedValue{Name: n, Value: []byte(fmt.Sprint(round))}
+		}
+		if err := svc.Report(ctx, vals); err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(round + 2)
+		for i, s := range subs {
+			m := s.r.recv()
+			vu, ok := m.(*ipc.VariablesUpdated)
+			if !ok || !slices.Equal(vu.Variables, s.names) || len(vu.Versions) != len(s.names) {
+				t.Fatalf("round %d: subscriber %d (of %v) got %#v", round, i, s.names, m)
+			}
+			for _, v := range vu.Versions {
+				if v != want {
+					t.Fatalf("round %d: subscriber %d got versions %v, want %d", round, i, vu.Versions, want)
+				}
+			}
+		}
+	}
+}
