@@ -56,6 +56,7 @@ type Config struct {
 	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
 	WriteTimeout     time.Duration // a peer that reads nothing for this long is dropped; default DefaultWriteTimeout
 	ReadSpin         time.Duration // after a reply, read again this long before sleeping, for a client that answers fast (ipc.Conn.SetSpin); default DefaultReadSpin, negative: never
+	NoIOURing        bool          // write a fan-out's notices with one sendto per subscriber, never through io_uring (ipc.SendBatch)
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
@@ -136,7 +137,8 @@ type Broker struct {
 	probeMu    sync.Mutex
 	probeFiles map[fileKey]string // service id by file, for probe events
 
-	fan chan []*session // to the fan-out helpers (runFanout); nil on one CPU
+	fan   chan []*session // to the fan-out helpers (runFanout); nil on one CPU, or with uring
+	uring bool            // fan-outs go through io_uring (ipc.SendBatch)
 }
 
 // New opens the data directory, recovers the services it holds (file
@@ -231,10 +233,16 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.AuditCoalesce > 0 {
 		b.wg.Go(func() { b.runFlood(b.floodStop) })
 	}
-	if err := ipc.IOURing(); err != nil {
-		b.log.Info("io_uring not available: a fan-out makes one system call per subscriber", "err", err)
+	if !cfg.NoIOURing {
+		if err := ipc.IOURing(); err != nil {
+			b.log.Info("io_uring not available: a fan-out makes one system call per subscriber", "err", err)
+		} else {
+			b.uring = true
+		}
 	}
-	if n := runtime.GOMAXPROCS(0) - 1; n > 0 {
+	// Through io_uring one goroutine writes a fan-out faster than two
+	// sharing it: the helpers are for one system call per subscriber.
+	if n := runtime.GOMAXPROCS(0) - 1; n > 0 && !b.uring {
 		b.fan = make(chan []*session, n)
 		for range n {
 			b.wg.Go(func() { runFanout(b.fan) })

@@ -453,8 +453,27 @@ func TestStalledReader(t *testing.T) {
 // (the writer hands half of them to a fan-out helper) reaches every one of
 // them, each in order, through many writes in a row.
 func TestWideFanout(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // a helper exists
-	h := start(t, broker.Config{})
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // a helper exists without io_uring
+	fanoutWays(t, testWideFanout)
+}
+
+// fanoutWays runs a fan-out test through io_uring (where the kernel has it,
+// checking that the broker used it) and with one sendto per subscriber.
+func fanoutWays(t *testing.T, f func(t *testing.T, cfg broker.Config)) {
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no-io-uring=%v", off), func(t *testing.T) {
+			uring := !off && ipc.IOURing() == nil
+			before := ipc.IOURingSends()
+			f(t, broker.Config{NoIOURing: off})
+			if n := ipc.IOURingSends() - before; uring != (n > 0) {
+				t.Fatalf("%d notices through io_uring (io_uring available: %v)", n, uring)
+			}
+		})
+	}
+}
+
+func testWideFanout(t *testing.T, cfg broker.Config) {
+	h := start(t, cfg)
 	ctx := t.Context()
 	c := h.dial(t)
 	c.CreateTenant(ctx, "t")
@@ -508,8 +527,10 @@ func TestWideFanout(t *testing.T) {
 // written together (one batch, through io_uring where the kernel has it),
 // each gets its own: a subscriber filtering on one variable hears of that
 // one only, one taking all of them hears of every one.
-func TestFanoutFiltered(t *testing.T) {
-	h := start(t, broker.Config{})
+func TestFanoutFiltered(t *testing.T) { fanoutWays(t, testFanoutFiltered) }
+
+func testFanoutFiltered(t *testing.T, cfg broker.Config) {
+	h := start(t, cfg)
 	ctx := t.Context()
 	c := h.dial(t)
 	c.CreateTenant(ctx, "t")

@@ -409,6 +409,7 @@ func deliverAll(sessions []*session, sc *scratch) {
 		return
 	}
 	fb := fanBatches.Get().(*fanBatch)
+	fb.sends.Sendto = !sessions[0].b.uring
 	buf, spans := fb.buf[:0], fb.spans[:0]
 	for _, sess := range sessions {
 		var n int

@@ -18,6 +18,10 @@ import (
 //
 // The zero value is ready to use; one goroutine uses it at a time.
 type SendBatch struct {
+	// Sendto makes the batch write one connection at a time, never through
+	// io_uring.
+	Sendto bool
+
 	items []batchItem
 	fds   []int
 	bufs  [][]byte
@@ -52,7 +56,10 @@ func (b *SendBatch) Len() int { return len(b.items) }
 // were added, with what TryWrite would have reported; then the batch is
 // empty.
 func (b *SendBatch) Flush(fn func(i int, ok bool, err error)) {
-	r := takeRing()
+	var r *ring
+	if !b.Sendto {
+		r = takeRing()
+	}
 	for start := 0; start < len(b.items); start += ringEntries {
 		items := b.items[start:min(start+ringEntries, len(b.items))]
 		if r != nil {
@@ -160,8 +167,12 @@ var rings struct {
 	err  error // why io_uring is not used, once it failed
 }
 
-// uringSends counts the writes made through io_uring, for tests.
+// uringSends counts the writes made through io_uring.
 var uringSends atomic.Uint64
+
+// IOURingSends is how many writes SendBatch has made through io_uring in
+// this process.
+func IOURingSends() uint64 { return uringSends.Load() }
 
 // takeRing returns an instance to use, or nil where io_uring is off or all
 // maxRings are in use.

@@ -106,6 +106,33 @@ func TestSendBatch(t *testing.T) {
 	})
 }
 
+// TestSendBatchSendto: a batch told to, writes one connection at a time
+// even where io_uring is there.
+func TestSendBatchSendto(t *testing.T) {
+	var b SendBatch
+	b.Sendto = true
+	var peers []*Conn
+	for range 5 {
+		c, _, peer := polledPair(t)
+		b.Add(c, frameOf([]byte("sendto")))
+		peers = append(peers, peer)
+	}
+	before := IOURingSends()
+	b.Flush(func(i int, ok bool, err error) {
+		if !ok || err != nil {
+			t.Errorf("write %d: %v, %v", i, ok, err)
+		}
+	})
+	if n := IOURingSends() - before; n != 0 {
+		t.Fatalf("%d writes through io_uring", n)
+	}
+	for _, p := range peers {
+		if got, err := p.ReadFrame(); err != nil || string(got) != "sendto" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+	}
+}
+
 // TestSendBatchClose: connections closed while batches write to them get
 // whole frames or nothing, and nothing is written to a descriptor after
 // its connection closed it (the race detector watches the rest).
