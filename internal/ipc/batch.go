@@ -96,9 +96,8 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 			continue
 		}
 		fd, open := h.hold()
-		if !open {
+		if !open { // closed, or closing: TryWrite's
 			it.c.wmu.Unlock()
-			it.err, it.done = ErrClosed, true
 			continue
 		}
 		it.h = h
@@ -156,8 +155,9 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 // ringEntries is the most sends one io_uring_enter makes.
 const ringEntries = 256
 
-// maxRings bounds the instances kept, one per goroutine sending at once
-// (a broker's fan-out: the writer's session and the fan-out helper).
+// maxRings bounds the instances kept, one per goroutine sending at once (a
+// broker's writers fanning out at the same time); a batch that finds them
+// all in use writes one connection at a time.
 const maxRings = 4
 
 var rings struct {

@@ -294,9 +294,13 @@ func (p *InputPolled) Close() error {
 }
 
 // hold returns the socket's descriptor, which stays open until release; false
-// once p is closed.
+// once p is closed or while Close waits. It never waits itself: a batch
+// holding one socket while it waited for another could wait, through two
+// Closes, for a batch that holds the second and waits for the first.
 func (p *InputPolled) hold() (int, bool) {
-	p.holds.RLock()
+	if !p.holds.TryRLock() {
+		return -1, false
+	}
 	if p.isClosed.Load() {
 		p.holds.RUnlock()
 		return -1, false
