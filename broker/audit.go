@@ -37,8 +37,12 @@ type Record struct {
 	Result    *int64   `json:"result,omitempty"`
 	Broker    bool     `json:"broker,omitempty"`
 	Count     uint64   `json:"count,omitempty"` // records a summary stands for (suppressed, audit_lost)
+}
 
-	at time.Time // when Log took it; the writer formats it into Time
+// queued is a Record waiting for the writer, which formats its time.
+type queued struct {
+	r  Record
+	at time.Time
 }
 
 // Audit event names.
@@ -79,7 +83,7 @@ type Audit struct {
 	failing atomic.Bool // the last write failed
 
 	mu     sync.Mutex
-	q      []Record   // waiting for the writer
+	q      []queued   // waiting for the writer
 	room   *sync.Cond // on mu: the writer took q
 	closed bool
 }
@@ -134,7 +138,8 @@ func (a *Audit) Log(r Record) {
 	if a == nil {
 		return
 	}
-	r.Time, r.at = "", time.Now()
+	r.Time = "" // the writer stamps at
+	at := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for len(a.q) >= auditQueueLength && !a.closed {
@@ -144,7 +149,7 @@ func (a *Audit) Log(r Record) {
 	if a.closed {
 		return
 	}
-	a.q = append(a.q, r)
+	a.q = append(a.q, queued{r, at})
 	switch len(a.q) {
 	case 1:
 		a.timer.Reset(auditFlushDelay)
@@ -172,7 +177,7 @@ func (a *Audit) Errors() uint64 {
 func (a *Audit) run() {
 	defer close(a.done)
 	var buf []byte
-	var batch []Record
+	var batch []queued
 	for {
 		select {
 		case <-a.kick:
@@ -186,8 +191,8 @@ func (a *Audit) run() {
 		a.mu.Unlock()
 		buf = buf[:0]
 		n := 0
-		for _, r := range batch {
-			buf, n = appendRecord(buf, r), n+1
+		for _, e := range batch {
+			buf, n = appendRecord(buf, e.r, e.at), n+1
 			if len(buf) >= 1<<20 {
 				a.write(buf, n)
 				buf, n = buf[:0], 0
@@ -216,8 +221,8 @@ func (a *Audit) write(buf []byte, n int) {
 		}
 	}
 	if a.lost > 0 {
-		line := appendRecord(nil, Record{at: time.Now(), Event: EventAuditLost, Count: a.lost,
-			Reason: "records could not be written"})
+		line := appendRecord(nil, Record{Event: EventAuditLost, Count: a.lost,
+			Reason: "records could not be written"}, time.Now())
 		if _, err := a.w.Write(line); err != nil {
 			a.failed(err, 0)
 			return

@@ -41,7 +41,7 @@ func TestAppendRecordMatchesJSON(t *testing.T) {
 			Variables: []string{s, s}, Right: s, Code: s, Reason: s, Access: s, Path: s})
 	}
 	for _, r := range recs {
-		if got, want := appendRecord(nil, r), marshalRecord(t, r); !bytes.Equal(got, want) {
+		if got, want := appendRecord(nil, r, time.Time{}), marshalRecord(t, r); !bytes.Equal(got, want) {
 			t.Errorf("appendRecord(%+v)\n got %s\nwant %s", r, got, want)
 		}
 	}
@@ -71,7 +71,7 @@ func TestAppendRecordRandom(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			r.UID = &uid
 		}
-		if got, want := appendRecord(nil, r), marshalRecord(t, r); !bytes.Equal(got, want) {
+		if got, want := appendRecord(nil, r, time.Time{}), marshalRecord(t, r); !bytes.Equal(got, want) {
 			t.Fatalf("appendRecord(%+v)\n got %s\nwant %s", r, got, want)
 		}
 	}
@@ -81,7 +81,7 @@ func TestAppendRecordRandom(t *testing.T) {
 // writer, as Log used to format it.
 func TestAppendRecordTime(t *testing.T) {
 	at := time.Date(2026, 12, 2, 7, 8, 9, 120000000, time.FixedZone("x", 3600))
-	got := appendRecord(nil, Record{at: at, Event: EventWrite})
+	got := appendRecord(nil, Record{Event: EventWrite}, at)
 	want := marshalRecord(t, Record{Time: at.Format(time.RFC3339Nano), Event: EventWrite})
 	if !bytes.Equal(got, want) {
 		t.Fatalf("got %s, want %s", got, want)
@@ -94,7 +94,7 @@ func FuzzAppendRecord(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string, n uint64) {
 		r := Record{Time: s, Event: s, ClientID: n, Path: s, Variables: []string{s}, Count: n >> 1}
-		if got, want := appendRecord(nil, r), marshalRecord(t, r); !bytes.Equal(got, want) {
+		if got, want := appendRecord(nil, r, time.Time{}), marshalRecord(t, r); !bytes.Equal(got, want) {
 			t.Fatalf("appendRecord(%+v)\n got %s\nwant %s", r, got, want)
 		}
 	})
@@ -102,18 +102,19 @@ func FuzzAppendRecord(f *testing.F) {
 
 func BenchmarkAppendRecord(b *testing.B) {
 	uid, gid := uint32(1000), uint32(1000)
-	r := Record{at: time.Now(), Event: EventWrite, ClientID: 42, PID: 1234, UID: &uid, GID: &gid,
+	at := time.Now()
+	r := Record{Event: EventWrite, ClientID: 42, PID: 1234, UID: &uid, GID: &gid,
 		ServiceID: "tenant/service", Variables: []string{"variable"}, Bytes: 64}
 	b.Run("append", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
-			buf = appendRecord(buf[:0], r)
+			buf = appendRecord(buf[:0], r, at)
 		}
 	})
 	b.Run("json", func(b *testing.B) {
 		r := r
 		for b.Loop() {
-			r.Time = r.at.Format(time.RFC3339Nano)
+			r.Time = at.Format(time.RFC3339Nano)
 			json.Marshal(r)
 		}
 	})
