@@ -53,6 +53,7 @@ type outbox struct {
 	mu    sync.Mutex
 	q     []*pending
 	bySvc map[string]*pending
+	free  []*pending // delivered, for the next push (see recycle)
 	wake  chan struct{}
 	busy  bool   // a goroutine is writing notices; the rest wait in q
 	rest  []byte // frames a notifier could not write, for the writer to send first
@@ -145,7 +146,8 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 		}
 		return true, false, err
 	}
-	p := &pending{service: service, frame: frame, names: names, vers: vers}
+	p := o.newPendingLocked()
+	p.service, p.frame, p.names, p.vers = service, frame, names, vers
 	o.q = append(o.q, p)
 	o.bySvc[service] = p
 	if !o.busy && len(o.rest) == 0 {
@@ -157,6 +159,36 @@ func (o *outbox) push(service string, frame []byte, names []string, vers []uint6
 	}
 	o.wakeLocked()
 	return false, false, err
+}
+
+// maxFree bounds the delivered notices an outbox keeps for reuse.
+const maxFree = 2
+
+// newPendingLocked returns an empty pending notice, one delivered before if
+// there is one.
+func (o *outbox) newPendingLocked() *pending {
+	if n := len(o.free); n > 0 {
+		p := o.free[n-1]
+		o.free[n-1] = nil
+		o.free = o.free[:n-1]
+		return p
+	}
+	return new(pending)
+}
+
+// recycle takes back notices taken from the outbox and encoded, which
+// nothing else refers to any more: a fan-out to a thousand subscribers
+// would otherwise leave a thousand of them for the collector each time.
+func (o *outbox) recycle(ps []*pending) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range ps {
+		if len(o.free) >= maxFree {
+			return
+		}
+		*p = pending{}
+		o.free = append(o.free, p)
+	}
 }
 
 // wakeLocked wakes the writer goroutine, starting it the first time.
@@ -360,6 +392,7 @@ func (s *session) takeFrames(batch *[]*pending, buf []byte) (_ []byte, n int) {
 		buf = append(buf, f...)
 		n++
 	}
+	s.out.recycle(*batch)
 	clear(*batch)
 	return buf, n
 }

@@ -163,3 +163,40 @@ func TestOutboxSettleWhileWriting(t *testing.T) {
 		t.Fatalf("%d bytes charged after the writer's release", budget.held)
 	}
 }
+
+// TestOutboxRecycle: a notice reused after delivery carries nothing of the
+// one before it, merged or charged.
+func TestOutboxRecycle(t *testing.T) {
+	budget := &testBudget{}
+	o := newOutbox(budget)
+	o.push("a", []byte("A1"), []string{"x"}, []uint64{1}) // the caller owns the outbox
+	if merged, _, _ := o.push("a", []byte("A2"), []string{"y"}, []uint64{2}); !merged {
+		t.Fatal("no merge while busy")
+	}
+	o.mu.Lock()
+	batch := o.takeLocked(nil)
+	o.mu.Unlock()
+	if len(batch) != 1 || batch[0].merged == nil {
+		t.Fatalf("took %+v", batch)
+	}
+	used := batch[0]
+	o.recycle(batch)
+	o.release(nil, 0)
+	if _, own, _ := o.push("b", []byte("B1"), []string{"z"}, []uint64{5}); !own {
+		t.Fatal("an idle outbox was not the caller's")
+	}
+	o.mu.Lock()
+	batch = o.takeLocked(nil)
+	o.mu.Unlock()
+	if len(batch) != 1 || batch[0] != used {
+		t.Fatalf("the delivered notice was not reused: %+v", batch)
+	}
+	f, err := batch[0].encode()
+	if err != nil || string(f) != "B1" || batch[0].cost != 0 || batch[0].order != nil {
+		t.Fatalf("reused notice %+v encodes %q, %v", batch[0], f, err)
+	}
+	o.release(nil, 0)
+	if budget.held != 0 {
+		t.Fatalf("%d bytes still charged", budget.held)
+	}
+}
