@@ -188,3 +188,33 @@ func TestSendBatchClose(t *testing.T) {
 		}
 	})
 }
+
+// TestIOURingLimit: an instance the kernel will not make when others are
+// in use (RLIMIT_MEMLOCK before Linux 5.12) leaves io_uring on for those;
+// only a refusal of the first turns it off.
+func TestIOURingLimit(t *testing.T) {
+	if err := IOURing(); err != nil {
+		t.Skipf("the kernel refuses io_uring here: %v", err)
+	}
+	held := takeRing() // the pool's first instance, in use
+	defer putRing(held)
+	defer func(f func(uint32) (*ring, error)) { setupRing = f }(setupRing)
+	setupRing = func(uint32) (*ring, error) { return nil, errors.New("over the limit") }
+	var more []*ring
+	for rings.made+len(more) < maxRings { // take any idle instances, then ask for a new one
+		r := takeRing()
+		if r == nil {
+			break
+		}
+		more = append(more, r)
+	}
+	for _, r := range more {
+		defer putRing(r)
+	}
+	if r := takeRing(); r != nil {
+		t.Fatal("a ring from a failing setup")
+	}
+	if err := IOURing(); err != nil {
+		t.Fatalf("io_uring turned off by a later instance's failure: %v", err)
+	}
+}
