@@ -133,9 +133,9 @@ func TestSendBatchSendto(t *testing.T) {
 	}
 }
 
-// TestSendBatchClose: connections closed while batches write to them get
-// whole frames or nothing, and nothing is written to a descriptor after
-// its connection closed it (the race detector watches the rest).
+// TestSendBatchClose: with connections closed while batches write to
+// them, every peer reads only whole frames of its own, and those left open
+// keep getting them (the race detector watches hold and Close).
 func TestSendBatchClose(t *testing.T) {
 	withIOURing(t, func(t *testing.T, ring bool) {
 		const conns, rounds = 40, 50

@@ -78,7 +78,6 @@ type ring struct {
 	cqHead, cqTail *uint32
 	cqMask         uint32
 	cqes           []uringCQE
-	entries        int
 }
 
 // errRingBroken: the kernel refused io_uring_enter in a way that leaves the
@@ -98,7 +97,7 @@ func newRing(entries uint32) (*ring, error) {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
 	unix.CloseOnExec(int(fd))
-	r := &ring{fd: int(fd), entries: int(p.sqEntries)}
+	r := &ring{fd: int(fd)}
 	mmap := func(off int64, size int) ([]byte, error) {
 		b, err := unix.Mmap(r.fd, off, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
@@ -141,8 +140,8 @@ func (r *ring) close() {
 
 // sendAll sends bufs[i] to fds[i] without waiting for room (MSG_DONTWAIT,
 // so a full socket completes at once with EAGAIN) and stores what each send
-// returned in res: bytes sent, or a negative errno. At most r.entries sends
-// at a time. The buffers must stay alive and unchanged until it returns;
+// returned in res: bytes sent, or a negative errno. At most the entries
+// the ring was made with at a time. The buffers must stay alive and unchanged until it returns;
 // the descriptors must stay open until it returns.
 func (r *ring) sendAll(fds []int, bufs [][]byte, res []int32) error {
 	n := len(fds)
@@ -164,8 +163,10 @@ func (r *ring) sendAll(fds []int, bufs [][]byte, res []int32) error {
 		head := atomic.LoadUint32(r.cqHead)
 		for ; head != atomic.LoadUint32(r.cqTail); head++ {
 			c := r.cqes[head&r.cqMask]
-			res[c.userData] = c.res
-			done++
+			if c.userData < uint64(len(res)) {
+				res[c.userData] = c.res
+				done++
+			}
 		}
 		atomic.StoreUint32(r.cqHead, head)
 		switch errno {
