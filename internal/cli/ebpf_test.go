@@ -15,6 +15,7 @@ import (
 
 	"github.com/commy/commy/broker"
 	"github.com/commy/commy/client"
+	"github.com/commy/commy/internal/brokertest"
 	"github.com/commy/commy/internal/ebpf"
 	"github.com/commy/commy/internal/testutil"
 	"golang.org/x/sys/unix"
@@ -55,33 +56,8 @@ func TestEBPFAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "commy-e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	data, sock := filepath.Join(dir, "data"), filepath.Join(dir, "s.sock")
-	b, err := broker.New(broker.Config{DataDir: data, Probe: probeAdapter{p}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		p.Close()
-		t.Fatal(err)
-	}
-	l, err := broker.Listen(sock, 0o666)
-	if err != nil {
-		b.Close()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(l) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			b.Close()
-			<-served
-		}
-	}
-	defer stop()
+	b, sock := brokertest.Serve(t, broker.Config{Probe: probeAdapter{p}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	data := filepath.Join(filepath.Dir(sock), "data")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -122,7 +98,9 @@ func TestEBPFAudit(t *testing.T) {
 	for b.Stats().ProbeEvents < 5 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	stop()
+	if err := b.Close(); err != nil { // flushes the audit log
+		t.Fatal(err)
+	}
 
 	comm := filepath.Base(os.Args[0])
 	comm = comm[:min(len(comm), 15)]
