@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -48,9 +47,6 @@ type holder interface {
 func (b *SendBatch) Add(c *Conn, p []byte) {
 	b.items = append(b.items, batchItem{c: c, p: p})
 }
-
-// Len is the number of writes queued.
-func (b *SendBatch) Len() int { return len(b.items) }
 
 // Flush makes the queued writes and calls fn for each, in the order they
 // were added, with what TryWrite would have reported; then the batch is
@@ -244,9 +240,3 @@ func IOURing() error {
 	putRing(r)
 	return nil
 }
-
-// ErrIOURingOff: io_uring was turned off with DisableIOURing.
-var ErrIOURingOff = errors.New("ipc: io_uring turned off")
-
-// DisableIOURing makes SendBatch write one connection at a time.
-func DisableIOURing() { uringFailed(ErrIOURingOff) }

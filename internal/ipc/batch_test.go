@@ -85,8 +85,8 @@ func TestSendBatch(t *testing.T) {
 		if n != len(cs) {
 			t.Fatalf("%d results for %d writes", n, len(cs))
 		}
-		if b.Len() != 0 {
-			t.Fatalf("%d writes left after Flush", b.Len())
+		if len(b.items) != 0 {
+			t.Fatalf("%d writes left after Flush", len(b.items))
 		}
 		for i, x := range cs[:3] {
 			if got, err := x.peer.ReadFrame(); err != nil || !bytes.Equal(got, x.frame[4:]) {
