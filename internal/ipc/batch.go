@@ -120,16 +120,17 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 		uringFailed(err)
 		r = nil
 	}
+	sent := 0
 	for k, i := range b.slot {
 		it := &items[i]
 		it.done = true
 		switch n := res[k]; {
 		case n >= int32(len(it.p)):
 			it.ok = true
-			uringSends.Add(1)
+			sent++
 		case n >= 0:
 			it.ok, it.err = true, it.c.writeLocked(it.p[n:], nil)
-			uringSends.Add(1)
+			sent++
 		case n == -int32(unix.EAGAIN):
 		case n == -int32(unix.EINVAL) || n == -int32(unix.EOPNOTSUPP):
 			// The kernel has io_uring but not this operation: one sendto
@@ -145,6 +146,7 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 		}
 		it.c.wmu.Unlock()
 	}
+	uringSends.Add(uint64(sent))
 	return r
 }
 
