@@ -110,6 +110,9 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 	for i := range res {
 		res[i] = -int32(unix.EINPROGRESS) // not completed
 	}
+	if beforeSubmit != nil {
+		beforeSubmit()
+	}
 	err := r.sendAll(b.fds, b.bufs, res)
 	for _, i := range b.slot {
 		items[i].h.release()
@@ -165,8 +168,12 @@ var rings struct {
 	err  error // why io_uring is not used, once it failed
 }
 
-// setupRing is newRing, but for tests.
-var setupRing = newRing
+// setupRing is newRing, and beforeSubmit runs between holding the
+// sockets and sending, but for tests.
+var (
+	setupRing    = newRing
+	beforeSubmit func()
+)
 
 // uringSends counts the writes made through io_uring.
 var uringSends atomic.Uint64

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // withIOURing runs f with io_uring on, then off, as SendBatch's two ways of
@@ -135,7 +138,7 @@ func TestSendBatchSendto(t *testing.T) {
 
 // TestSendBatchClose: with connections closed while batches write to
 // them, every peer reads only whole frames of its own, and those left open
-// keep getting them (the race detector watches hold and Close).
+// keep getting them.
 func TestSendBatchClose(t *testing.T) {
 	withIOURing(t, func(t *testing.T, ring bool) {
 		const conns, rounds = 40, 50
@@ -187,6 +190,48 @@ func TestSendBatchClose(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSendBatchHoldsOpen: a socket closed while its send waits in a batch
+// stays open until the send is made, so the send cannot reach another
+// socket that took its descriptor's number.
+func TestSendBatchHoldsOpen(t *testing.T) {
+	if err := IOURing(); err != nil {
+		t.Skipf("the kernel refuses io_uring here: %v", err)
+	}
+	c, _, peer := polledPair(t)
+	var others []int
+	closed := make(chan struct{})
+	beforeSubmit = func() {
+		go func() { c.Close(); close(closed) }()
+		time.Sleep(50 * time.Millisecond) // Close's chance to free the descriptor
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		others = fds[:]
+	}
+	defer func() { beforeSubmit = nil }()
+	var b SendBatch
+	b.Add(c, frameOf([]byte("held")))
+	b.Flush(func(_ int, ok bool, err error) {
+		if !ok || err != nil {
+			t.Errorf("write: %v, %v", ok, err)
+		}
+	})
+	<-closed
+	for _, fd := range others {
+		if n, err := unix.Read(fd, make([]byte, 64)); n > 0 || err != unix.EAGAIN {
+			t.Errorf("a socket made after the Close read %d bytes, %v", n, err)
+		}
+	}
+	for _, fd := range others {
+		unix.Close(fd)
+	}
+	if got, err := peer.ReadFrame(); err != nil || string(got) != "held" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
 }
 
 // TestIOURingLimit: an instance the kernel will not make when others are
