@@ -57,6 +57,7 @@ type Config struct {
 	WriteTimeout     time.Duration // a peer that reads nothing for this long is dropped; default DefaultWriteTimeout
 	ReadSpin         time.Duration // after a reply, read again this long before sleeping, for a client that answers fast (ipc.Conn.SetSpin); default DefaultReadSpin, negative: never
 	NoIOURing        bool          // write a fan-out's notices with one sendto per subscriber, never through io_uring (ipc.SendBatch)
+	NoLoop           bool          // serve every connection from its own goroutine, never from the event loop (see loop)
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
@@ -125,6 +126,7 @@ type Broker struct {
 
 	stats   counters
 	latency *latency // nil unless Config.Metrics
+	loop    *loop    // nil: every reader serves its own connection
 
 	refusedLogged atomic.Int64 // the second a refusal was last logged
 	users         *users
@@ -238,6 +240,14 @@ func New(cfg Config) (*Broker, error) {
 			b.log.Info("io_uring not available: a fan-out makes one system call per subscriber", "err", err)
 		} else {
 			b.uring = true
+		}
+	}
+	if !cfg.NoLoop {
+		if b.loop, err = newLoop(cfg.IdleTimeout, cfg.ReadSpin, !b.uring); err != nil {
+			b.log.Info("no event loop: every connection is served by its own goroutine", "err", err)
+			b.loop = nil
+		} else {
+			b.wg.Go(b.loop.run)
 		}
 	}
 	// Through io_uring one goroutine writes a fan-out faster than two
@@ -440,6 +450,9 @@ func (b *Broker) Close() error {
 		}
 		b.smu.Unlock()
 		b.sessWG.Wait()
+		if b.loop != nil {
+			b.loop.close()
+		}
 		if b.cfg.Probe != nil {
 			err = b.cfg.Probe.Close()
 		}

@@ -63,6 +63,16 @@ type session struct {
 	frameFn func([]byte) error // frame, made once
 	wcharge int                // bytes of wbuf charged to user
 
+	// While the loop serves the connection (see loop), the loop's goroutine
+	// uses what the reader does, and these.
+	loopFn  func([]byte) error // loopFrame, made once
+	resume  chan error         // the loop hands the connection back
+	slot    uint32             // in the loop's slots
+	lastIn  time.Time          // for the idle timeout
+	spins   bool               // the loop may spin for it: not in the broker's process
+	back    bool               // to be handed back at the end of the pass
+	backErr error
+
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
 
@@ -78,6 +88,10 @@ type session struct {
 func newSession(b *Broker, sock *ipc.InputPolled, cred ipc.Cred, u *account) *session {
 	s := &session{b: b, sock: sock, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
 	s.out.start = func() { s.writer.Go(s.writeLoop) }
+	if b.loop != nil {
+		s.resume = make(chan error, 1)
+		s.loopFn = s.loopFrame
+	}
 	return s
 }
 
@@ -192,7 +206,9 @@ func (s *session) handshake() bool {
 			// which passes the CPU between the two without a wake-up:
 			// spinning would only keep a second CPU busy.
 			s.conn.SetSpin(s.b.cfg.ReadSpin)
+			s.spins = s.b.cfg.ReadSpin > 0
 		}
+		s.conn.SetYield(s.b.loop != nil)
 		s.caller.Name = hello.ClientName
 		s.reply(&ipc.Welcome{
 			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,
@@ -233,6 +249,16 @@ func (s *session) readLoop() {
 	defer s.wakeReaders()
 	for {
 		err := s.conn.ServeFrames(s.frameFn)
+		if errors.Is(err, ipc.ErrYield) {
+			err = s.b.loop.park(s)
+			// Replies the loop could not write are the reader's to write.
+			if !errors.Is(err, errEnded) && s.flush() != nil {
+				return
+			}
+			if err == nil {
+				continue
+			}
+		}
 		if errors.Is(err, ipc.ErrIdle) && s.subscribed() {
 			continue // the idle rule drops only connections without a subscription
 		}
@@ -276,6 +302,11 @@ func (s *session) handleFrame(body []byte) error {
 // type as the frame names it.
 func (s *session) serveFrame(body []byte) (string, error) {
 	m, h, err := ipc.Decode(body)
+	return s.serveDecoded(m, h, err)
+}
+
+// serveDecoded is serveFrame once the frame is decoded.
+func (s *session) serveDecoded(m ipc.Message, h ipc.Header, err error) (string, error) {
 	if err != nil {
 		s.replyErr(h.ID, err)
 		return h.Type, nil

@@ -46,7 +46,8 @@ func serveCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
 			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
 			readSpinFlag(),
-			&ucli.BoolFlag{Name: "no-io-uring", Usage: "write a change's notices to its subscribers with one system call each, never through io_uring"},
+			&ucli.BoolFlag{Name: "no-io-uring", Usage: "write a change's notices to its subscribers, and the event loop's replies, with one system call each, never through io_uring"},
+			&ucli.BoolFlag{Name: "no-event-loop", Usage: "serve every connection from a goroutine of its own, never from the event loop that serves the quick requests of idle ones"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
@@ -167,7 +168,7 @@ func serve(c *ucli.Context) error {
 	cfg := broker.Config{
 		DataDir: dataDir, Backend: c.String("backend"), AuditLog: c.String("audit-log"), Policy: policy,
 		MaxFrame: c.Int("max-frame"), MaxConnections: c.Int("max-connections"), WriteTimeout: c.Duration("write-timeout"), Logger: log,
-		ReadSpin: readSpin(c), NoIOURing: c.Bool("no-io-uring"),
+		ReadSpin: readSpin(c), NoIOURing: c.Bool("no-io-uring"), NoLoop: c.Bool("no-event-loop"),
 		Service: shm.Options{MaxSize: c.Int64("max-service-size"), DirCapacity: c.Int("max-variables")},
 	}
 	limitConfig(c, &cfg)

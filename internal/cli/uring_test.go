@@ -88,3 +88,45 @@ func TestNoIOURingFlag(t *testing.T) {
 		})
 	}
 }
+
+// epolls counts the epoll instances process pid holds.
+func epolls(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestNoEventLoopFlag: `serve` makes the event loop's epoll instance, and
+// `serve --no-event-loop` does not.
+func TestNoEventLoopFlag(t *testing.T) {
+	count := map[bool]int{}
+	for _, off := range []bool{false, true} {
+		dir := shortDir(t)
+		sock := filepath.Join(dir, "commy.sock")
+		args := []string{"--socket", sock, "serve", "--data-dir", filepath.Join(dir, "data")}
+		if off {
+			args = append(args, "--no-event-loop")
+		}
+		p := commyProc(t, nil, args...)
+		waitForFile(t, sock)
+		c, err := client.Dial(t.Context(), sock) // served: the broker is up
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[off] = epolls(t, p.cmd.Process.Pid)
+		c.Close()
+	}
+	if count[false] != count[true]+1 {
+		t.Fatalf("epoll instances: %d with the event loop, %d without; want one more with it", count[false], count[true])
+	}
+}

@@ -81,6 +81,9 @@ type Conn struct {
 	stepFn     func(uintptr) bool // ServeFrames's
 	serveFn    func([]byte) error
 	serr       error
+	yield      bool          // see SetYield
+	readyFn    func(uintptr) // ServeReady's
+	readyGot   bool
 	early      bool          // earlyIdle set the deadline: do not arm it
 	recvs      int           // recvmsg(2) calls made
 	spinFor    time.Duration // see SetSpin
@@ -141,6 +144,7 @@ func NewConn(sk Socket, maxFrame int, allowFDs bool) (*Conn, error) {
 	}
 	c.readFn = c.recvmsg
 	c.stepFn = c.step
+	c.readyFn = func(fd uintptr) { c.readyGot = c.recvmsg(fd) }
 	c.tryFn = c.trySend
 	c.snd.init()
 	return c, nil
@@ -297,6 +301,10 @@ func (c *Conn) step(fd uintptr) bool {
 			// the last bytes: the poller's one readiness event covered both.
 			if c.spinAgain() {
 				continue
+			}
+			if c.yield && c.r == c.w {
+				c.serr = ErrYield
+				return true
 			}
 			c.waiting()
 			return false

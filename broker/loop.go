@@ -1,0 +1,325 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commy/commy/internal/ipc"
+)
+
+// loop serves, from one goroutine, the requests of every session whose
+// socket its reader found empty: the reader yields its connection to the
+// loop (ipc.Conn.SetYield) and waits until the loop hands it back. The loop
+// reads each ready socket once (level-triggered, so it never needs the read
+// that finds a socket empty), serves its requests inline, and sends the
+// replies of every session it served in one pass together (ipc.SendBatch,
+// one system call through io_uring). Under load that is about half the
+// system calls and none of the goroutine wake-ups of a reader per session.
+//
+// Anything that could make the loop wait goes back to the session's reader:
+// a frame that has started but not finished, a request other than the quick
+// ones (servedInLoop), a reply the socket has no room for or that is too
+// large to write at once, the end of input and any error.
+type loop struct {
+	p       *ipc.Poller
+	idle    time.Duration // Config.IdleTimeout
+	spinFor time.Duration // Config.ReadSpin
+
+	requests atomic.Uint64 // served by the loop
+
+	mu    sync.Mutex // guards slots and free
+	slots []loopSlot // by token's low half
+	free  []uint32
+
+	// Used by the loop's goroutine only.
+	tokens []uint64
+	served []*session
+	backs  []*session
+	batch  ipc.SendBatch
+	sent   []*session // the sessions of batch's writes, in order
+	flush  func(i int, ok bool, err error)
+	lone   *session      // served alone in the last two passes
+	alone  *session      // served alone in the last pass
+	gap    time.Duration // from finding no input to the next input
+}
+
+type loopSlot struct {
+	s   *session
+	gen uint32
+}
+
+// newLoop returns a loop that is not running yet.
+func newLoop(idle, spin time.Duration, sendto bool) (*loop, error) {
+	p, err := ipc.NewPoller()
+	if err != nil {
+		return nil, err
+	}
+	l := &loop{p: p, idle: idle, spinFor: spin}
+	l.batch.Sendto = sendto
+	l.flush = l.flushed
+	return l, nil
+}
+
+// park gives s's connection to the loop and waits until the loop hands it
+// back: nil to go on reading, or the error that ends the connection (which
+// ServeFrames would have returned). Called by s's reader after ServeFrames
+// returned ipc.ErrYield.
+func (l *loop) park(s *session) error {
+	if l.idle > 0 {
+		s.lastIn = time.Now()
+	}
+	tok := l.reserve()
+	if err := l.p.Add(s.conn, tok); err != nil {
+		// The loop is closing, or the kernel refused: the reader serves
+		// the connection itself from now on.
+		l.release(uint32(tok))
+		s.conn.SetYield(false)
+		return nil
+	}
+	s.slot = uint32(tok)
+	l.mu.Lock()
+	l.slots[s.slot].s = s
+	l.mu.Unlock()
+	return <-s.resume
+}
+
+// reserve returns the token of a free slot. The slot names no session
+// until park has added its socket: the loop ignores it until then.
+func (l *loop) reserve() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var i uint32
+	if n := len(l.free); n > 0 {
+		i = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		i = uint32(len(l.slots))
+		l.slots = append(l.slots, loopSlot{})
+	}
+	l.slots[i].gen++
+	return uint64(i) | uint64(l.slots[i].gen)<<32
+}
+
+// release frees slot i.
+func (l *loop) release(i uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slots[i].s = nil
+	l.free = append(l.free, i)
+}
+
+// run serves until close.
+func (l *loop) run() {
+	var sweep time.Time
+	if l.idle > 0 {
+		sweep = time.Now().Add(l.sweepEvery())
+		l.p.SetDeadline(sweep)
+	}
+	for {
+		// A socket that still has input is found again by Poll, but would
+		// not wake Wait.
+		toks := l.p.Poll(l.tokens[:0])
+		if len(toks) == 0 {
+			from := time.Now()
+			toks = l.spin(toks, from)
+			if len(toks) == 0 {
+				var err error
+				toks, err = l.p.Wait(toks)
+				switch {
+				case errors.Is(err, ipc.ErrClosed):
+					return
+				case err != nil: // the deadline of the idle sweep
+				}
+			}
+			l.gap = time.Since(from)
+		}
+		l.pass(toks)
+		l.tokens = toks[:0]
+		if l.idle > 0 && time.Now().After(sweep) {
+			l.sweep()
+			sweep = time.Now().Add(l.sweepEvery())
+			l.p.SetDeadline(sweep)
+		}
+	}
+}
+
+// spin polls for up to spinFor, and returns the tokens it found, while one
+// session has the loop to itself and sent its last request within spinFor
+// of its reply: its next request is then served without the wake-up of an
+// idle thread (see ipc.Conn.SetSpin, which the session's reader does).
+func (l *loop) spin(toks []uint64, from time.Time) []uint64 {
+	if l.lone == nil || !l.lone.spins || l.gap > l.spinFor {
+		return toks
+	}
+	for time.Since(from) < l.spinFor {
+		runtime.Gosched() // anything runnable goes first
+		if toks = l.p.Poll(toks); len(toks) > 0 {
+			break
+		}
+	}
+	return toks
+}
+
+// sweepEvery is how often the loop looks for idle connections.
+func (l *loop) sweepEvery() time.Duration { return max(l.idle/4, 10*time.Millisecond) }
+
+// sweep hands back the connections idle for l.idle, as ServeFrames would
+// have returned ipc.ErrIdle.
+func (l *loop) sweep() {
+	now := time.Now()
+	l.mu.Lock()
+	for _, sl := range l.slots {
+		if sl.s != nil && now.Sub(sl.s.lastIn) >= l.idle {
+			l.giveBack(sl.s, fmt.Errorf("%w: nothing received for %v", ipc.ErrIdle, l.idle))
+		}
+	}
+	l.mu.Unlock()
+	l.handBack()
+}
+
+// pass serves the sessions of toks, then sends their replies together and
+// hands back those that must go back.
+func (l *loop) pass(toks []uint64) {
+	l.mu.Lock()
+	for _, t := range toks {
+		if i := uint32(t); int(i) < len(l.slots) {
+			if sl := l.slots[i]; sl.s != nil && sl.gen == uint32(t>>32) {
+				l.served = append(l.served, sl.s)
+			}
+		}
+	}
+	l.mu.Unlock()
+	var now time.Time
+	if l.idle > 0 {
+		now = time.Now()
+	}
+	for _, s := range l.served {
+		s.lastIn = now
+		keep, err := s.conn.ServeReady(s.loopFn)
+		if errors.Is(err, errLoopFull) {
+			err = nil
+		}
+		if !keep || err != nil {
+			l.giveBack(s, err)
+		}
+		if len(s.wbuf) > 0 && !errors.Is(s.backErr, errEnded) {
+			if len(s.wbuf) > ipc.MaxTryWrite {
+				l.giveBack(s, nil) // written the blocking way
+				continue
+			}
+			l.batch.Add(s.conn, s.wbuf)
+			l.sent = append(l.sent, s)
+		}
+	}
+	l.batch.Flush(l.flush)
+	l.lone = nil
+	if len(l.served) == 1 {
+		if l.served[0] == l.alone {
+			l.lone = l.alone
+		}
+		l.alone = l.served[0]
+	} else {
+		l.alone = nil
+	}
+	for i, s := range l.served {
+		s.wakeReaders()
+		l.served[i] = nil
+	}
+	l.served = l.served[:0]
+	clear(l.sent)
+	l.sent = l.sent[:0]
+	l.handBack()
+}
+
+// flushed is the outcome of the reply of l.sent[i]: as session.flush, but
+// a reply the socket had no room for goes back to the reader to wait.
+func (l *loop) flushed(i int, ok bool, err error) {
+	s := l.sent[i]
+	switch {
+	case ok && err == nil:
+		s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
+		s.releaseReplies()
+		s.wbuf = s.wbuf[:0]
+	case err != nil:
+		l.giveBack(s, errEnded)
+	default:
+		l.giveBack(s, nil)
+	}
+}
+
+// giveBack marks s to be handed back to its reader with err at the end of
+// the pass; the first error given stays.
+func (l *loop) giveBack(s *session, err error) {
+	if s.back {
+		if s.backErr == nil {
+			s.backErr = err
+		}
+		return
+	}
+	s.back, s.backErr = true, err
+	l.backs = append(l.backs, s)
+}
+
+// handBack hands the sessions given back to their readers.
+func (l *loop) handBack() {
+	for i, s := range l.backs {
+		if s == l.lone || s == l.alone {
+			l.lone, l.alone = nil, nil
+		}
+		l.p.Remove(s.conn)
+		l.release(s.slot)
+		err := s.backErr
+		s.back, s.backErr = false, nil
+		s.resume <- err
+		l.backs[i] = nil
+	}
+	l.backs = l.backs[:0]
+}
+
+// close stops the loop once no session is left to serve.
+func (l *loop) close() error { return l.p.Close() }
+
+// errLoopFull stops the loop serving a session whose replies reached
+// maxReplies: its reader writes them the blocking way first.
+var errLoopFull = errors.New("replies to write first")
+
+// maxReplies is how many bytes of replies a session queues before it writes
+// them, whatever requests are still buffered.
+const maxReplies = 64 << 10
+
+// servedInLoop reports whether the loop serves m itself: the requests that
+// never wait for the disk or pass a descriptor.
+func servedInLoop(m ipc.Message) bool {
+	switch m.(type) {
+	case *ipc.Heartbeat, *ipc.ReadVariable, *ipc.WriteVariable, *ipc.ReportVariableChanges,
+		*ipc.Subscribe, *ipc.Unsubscribe, *ipc.GetService, *ipc.ListVariables:
+		return true
+	}
+	return false
+}
+
+// loopFrame is frame for the loop: it serves one request and leaves the
+// reply queued for the loop to send.
+func (s *session) loopFrame(body []byte) error {
+	m, h, err := ipc.Decode(body)
+	if err == nil && h.ID != 0 && !servedInLoop(m) {
+		return ipc.ErrDeferFrame
+	}
+	s.received(body)
+	start := s.clock()
+	kind, err := s.serveDecoded(m, h, err)
+	s.handled(kind, start)
+	s.payOwed()
+	s.b.loop.requests.Add(1)
+	if err != nil {
+		return errEnded
+	}
+	if len(s.wbuf) >= maxReplies {
+		return errLoopFull
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package broker_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/commy/commy/broker"
+	"github.com/commy/commy/internal/ipc"
+)
+
+// loopWays runs f with the event loop and without it (Config.NoLoop), and
+// checks that the loop served requests only when it was on.
+func loopWays(t *testing.T, cfg broker.Config, f func(t *testing.T, h *harness)) {
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no-event-loop=%v", off), func(t *testing.T) {
+			cfg := cfg
+			cfg.NoLoop = off
+			h := start(t, cfg)
+			f(t, h)
+			if n := broker.LoopRequests(h.b); off != (n == 0) {
+				t.Fatalf("the event loop served %d requests (off: %v)", n, off)
+			}
+		})
+	}
+}
+
+// TestLoopServes: many clients reading and writing at once each get their
+// own replies, in order, whichever way the broker serves them.
+func TestLoopServes(t *testing.T) {
+	loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+		seedService(t, h, "t", "s")
+		const clients, rounds = 8, 300
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for i := range clients {
+			r := h.raw(t, true)
+			name := fmt.Sprint("v", i)
+			if rep := r.do(&ipc.AllocateVariable{ServiceID: "t_s", VariableName: name, InitialData: []byte("0"), Capacity: 64}); code(rep) != "" {
+				t.Fatalf("allocate: %#v", rep)
+			}
+			wg.Go(func() {
+				for j := range rounds {
+					val := fmt.Appendf(nil, "%d:%d", i, j)
+					if rep, ok := r.do(&ipc.WriteVariable{ServiceID: "t_s", VariableName: name, Data: val}).(*ipc.VariableWritten); !ok {
+						errs <- fmt.Errorf("client %d: write %d: %#v", i, j, rep)
+						return
+					}
+					rep, ok := r.do(&ipc.ReadVariable{ServiceID: "t_s", VariableName: name}).(*ipc.VariableData)
+					if !ok || !bytes.Equal(rep.Data, val) {
+						errs <- fmt.Errorf("client %d: read %d: %#v, want %q", i, j, rep, val)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
+
+// TestLoopHandsBack: what the loop does not serve itself goes back to the
+// session's reader, and is served there in order: a request that passes a
+// descriptor, replies the socket has no room for, the end of input after a
+// request, a frame cut short.
+func TestLoopHandsBack(t *testing.T) {
+	t.Run("descriptor", func(t *testing.T) {
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+			seedService(t, h, "t", "s")
+			r := h.raw(t, true)
+			for range 3 {
+				if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
+					t.Fatalf("heartbeat: %#v", rep)
+				}
+			}
+			if rep := r.do(&ipc.GetServiceFilePath{TenantID: "t", ServiceName: "s"}); rep.Kind() != "ServiceFilePath" {
+				t.Fatalf("file path: %#v", rep)
+			}
+			f, ok := r.conn.TakeFD()
+			if !ok {
+				t.Fatal("no descriptor with the reply")
+			}
+			f.Close()
+			if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
+				t.Fatalf("heartbeat after: %#v", rep)
+			}
+		})
+	})
+	t.Run("full socket", func(t *testing.T) {
+		// Large replies, more than the loop writes at once, to requests
+		// sent together; small ones to requests sent one by one, until the
+		// socket is full. Nothing is read until all are sent.
+		for _, tc := range []struct{ size, n int }{{4 << 10, 600}, {100, 4000}} {
+			t.Run(fmt.Sprint(tc.size), func(t *testing.T) {
+				loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+					testFullSocket(t, h, tc.size, tc.n)
+				})
+			})
+		}
+	})
+	t.Run("busy socket", func(t *testing.T) {
+		// A subscriber that reads nothing while notices fill its socket,
+		// then asks something: the reply waits its turn, and arrives.
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+			seedService(t, h, "t", "s")
+			sub := h.raw(t, true)
+			if rep := sub.do(&ipc.Subscribe{ServiceID: "t_s"}); rep.Kind() != "Subscribed" {
+				t.Fatalf("subscribe: %#v", rep)
+			}
+			w := h.raw(t, true)
+			value := bytes.Repeat([]byte{1}, 1<<10)
+			if rep := w.do(&ipc.AllocateVariable{ServiceID: "t_s", VariableName: "w", InitialData: value}); code(rep) != "" {
+				t.Fatalf("allocate: %#v", rep)
+			}
+			for i := range 2000 {
+				value[0] = byte(i)
+				// Each to its own variable, so that no notice merges.
+				name := fmt.Sprint("w", i%400)
+				if i < 400 {
+					w.do(&ipc.AllocateVariable{ServiceID: "t_s", VariableName: name, InitialData: value})
+				}
+				if rep := w.do(&ipc.WriteVariable{ServiceID: "t_s", VariableName: name, Data: value}); code(rep) != "" {
+					t.Fatalf("write: %#v", rep)
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // the broker waits for input
+			id := sub.send(&ipc.Heartbeat{})
+			sub.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				body, err := sub.conn.ReadFrame()
+				if err != nil {
+					t.Fatalf("waiting for the reply: %v", err)
+				}
+				if m, _, _ := ipc.Decode(body); m.Hdr().ID == id {
+					break
+				}
+			}
+		})
+	})
+	t.Run("end after request", func(t *testing.T) {
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+			seedService(t, h, "t", "s")
+			uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: h.sock, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			var enc ipc.Encoder
+			send := func(m ipc.Message) {
+				f, err := enc.Frame(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := uc.Write(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn, err := ipc.NewConn(uc, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			send(&ipc.Hello{Header: ipc.Header{ID: 1}, Protocol: 1})
+			send(&ipc.Heartbeat{Header: ipc.Header{ID: 2}})
+			for range 2 {
+				if _, err := conn.ReadFrame(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // the broker waits for input
+			send(&ipc.ReadVariable{Header: ipc.Header{ID: 3}, ServiceID: "t_s", VariableName: "v"})
+			uc.CloseWrite()
+			body, err := conn.ReadFrame()
+			if err != nil {
+				t.Fatalf("the reply to the last request: %v", err)
+			}
+			if m, _, _ := ipc.Decode(body); m.Hdr().ID != 3 || m.Kind() != "VariableData" {
+				t.Fatalf("reply: %#v", m)
+			}
+			if _, err := conn.ReadFrame(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the reply: %v, want EOF", err)
+			}
+		})
+	})
+	t.Run("frame cut short", func(t *testing.T) {
+		loopWays(t, broker.Config{FrameTimeout: 300 * time.Millisecond}, func(t *testing.T, h *harness) {
+			var enc ipc.Encoder
+			f, err := enc.Frame(&ipc.Heartbeat{Header: ipc.Header{ID: 9}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f = bytes.Clone(f)
+			// Finished later: served.
+			slow := h.raw(t, true)
+			time.Sleep(20 * time.Millisecond) // the broker waits for input
+			slow.do(&ipc.Heartbeat{})
+			time.Sleep(20 * time.Millisecond)
+			slow.conn.WriteFrame(f[:5], nil)
+			time.Sleep(100 * time.Millisecond)
+			slow.conn.WriteFrame(f[5:], nil)
+			if rep := slow.recv(); rep.Hdr().ID != 9 || rep.Kind() != "Heartbeat" {
+				t.Fatalf("a frame sent in two parts: %#v", rep)
+			}
+			// Never finished: the connection ends at the frame timeout.
+			stuck := h.raw(t, true)
+			stuck.do(&ipc.Heartbeat{})
+			time.Sleep(20 * time.Millisecond)
+			stuck.conn.WriteFrame(f[:5], nil)
+			stuck.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for {
+				body, err := stuck.conn.ReadFrame()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("a frame never finished: %v, want the end of the connection", err)
+				}
+				if m, _, _ := ipc.Decode(body); code(m) != "PROTOCOL_ERROR" {
+					t.Fatalf("a frame never finished: %#v", m)
+				}
+			}
+		})
+	})
+}
+
+func testFullSocket(t *testing.T, h *harness, size, n int) {
+	seedService(t, h, "t", "s")
+	r := h.raw(t, true)
+	value := bytes.Repeat([]byte{7}, size)
+	if rep := r.do(&ipc.AllocateVariable{ServiceID: "t_s", VariableName: "big", InitialData: value}); code(rep) != "" {
+		t.Fatalf("allocate: %#v", rep)
+	}
+	time.Sleep(20 * time.Millisecond) // the broker waits for input
+	r.do(&ipc.Heartbeat{})
+	var enc ipc.Encoder
+	var frames [][]byte
+	for i := range n {
+		f, err := enc.Frame(&ipc.ReadVariable{Header: ipc.Header{ID: uint64(1000 + i)}, ServiceID: "t_s", VariableName: "big"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, bytes.Clone(f))
+	}
+	sent := make(chan error, 1)
+	go func() {
+		if size > ipc.MaxTryWrite {
+			sent <- r.conn.WriteFrame(bytes.Join(frames, nil), nil)
+			return
+		}
+		for _, f := range frames {
+			if err := r.conn.WriteFrame(f, nil); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	time.Sleep(100 * time.Millisecond) // let the broker fill the socket
+	for i := range n {
+		rep, ok := r.recv().(*ipc.VariableData)
+		if !ok || rep.ID != uint64(1000+i) || !bytes.Equal(rep.Data, value) {
+			t.Fatalf("reply %d: %T id %d", i, rep, rep.Hdr().ID)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}

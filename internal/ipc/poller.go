@@ -1,0 +1,223 @@
+package ipc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrYield: ServeFrames found the socket empty with no frame started,
+	// and the Conn yields (see SetYield) rather than wait.
+	ErrYield = errors.New("ipc: no input: yielding to the poller")
+	// ErrDeferFrame is returned by a ServeReady callback to leave the frame
+	// it was given, and those after it, to ServeFrames.
+	ErrDeferFrame = errors.New("ipc: frame deferred to the reader")
+)
+
+// SetYield makes ServeFrames return ErrYield, rather than wait, when a read
+// finds the socket empty and no frame has started (after any spin), so that
+// an event loop can watch the socket with many others (Poller) and serve
+// it with ServeReady until it hands it back. The reader's goroutine then
+// calls ServeFrames again.
+func (c *Conn) SetYield(on bool) { c.yield = on }
+
+// ServeReady serves what the socket holds now, for an event loop, while the
+// reader's goroutine waits for the loop to hand the Conn back: one read
+// that never waits, then fn with every whole frame, in order, as
+// ServeFrames does. fn may return ErrDeferFrame to leave the frame it was
+// given, and those after it, buffered for ServeFrames.
+//
+// It reports whether the loop may keep the Conn: false once a frame has
+// started that the read did not finish (its deadline is the reader's to
+// keep), after fn deferred a frame, and with any error, the read's or fn's,
+// which ServeFrames would have returned.
+func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
+	if c.spinFor > 0 {
+		spin.serving.Add(1)
+		defer spin.serving.Add(-1)
+		if spin.last.Load() != c {
+			spin.last.Store(c)
+		}
+	}
+	_, need, err := c.next() // no whole frame is buffered: ServeFrames served them
+	if err != nil {
+		return false, err
+	}
+	if err := c.room(need); err != nil {
+		return false, err
+	}
+	c.rbufTarget = c.rbuf[c.w:]
+	c.readyGot = false
+	if err := c.rc.Control(c.readyFn); err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			err = ErrClosed
+		}
+		return false, err
+	}
+	if !c.readyGot {
+		return c.r == c.w, nil // nothing there after all
+	}
+	m, err := c.received()
+	c.w += m
+	if err != nil {
+		if errors.Is(err, io.EOF) && c.w > c.r {
+			err = io.ErrUnexpectedEOF
+		}
+		return false, err
+	}
+	c.grow()
+	for {
+		body, _, err := c.next()
+		if err != nil {
+			return false, err
+		}
+		if body == nil {
+			return c.r == c.w, nil
+		}
+		if err := fn(body); err != nil {
+			if err == ErrDeferFrame {
+				c.r -= HeaderLen + len(body)
+				return false, nil
+			}
+			return false, err
+		}
+	}
+}
+
+// Poller watches many connections for input, level-triggered, for an event
+// loop that serves them from one goroutine (Conn.ServeReady). It is an epoll
+// instance that the runtime poller watches in turn, so the loop's goroutine
+// waits as any other does. Add and Remove may be called from any goroutine;
+// Wait and Poll from one at a time.
+type Poller struct {
+	ep     int
+	f      *os.File
+	rc     syscall.RawConn
+	evs    []unix.EpollEvent
+	n      int
+	waitFn func(uintptr) bool
+	pollFn func(uintptr)
+	closed atomic.Bool
+}
+
+// pollerEvents is the most events one Wait or Poll returns.
+const pollerEvents = 256
+
+// NewPoller returns an empty Poller.
+func NewPoller() (*Poller, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("ipc: %w", os.NewSyscallError("epoll_create1", err))
+	}
+	if err := unix.SetNonblock(ep, true); err != nil { // so that os.NewFile polls it
+		unix.Close(ep)
+		return nil, fmt.Errorf("ipc: %w", os.NewSyscallError("fcntl", err))
+	}
+	p := &Poller{ep: ep, f: os.NewFile(uintptr(ep), "commy-poller"), evs: make([]unix.EpollEvent, pollerEvents)}
+	p.rc, _ = p.f.SyscallConn()
+	// The runtime forgets readiness it reported before a wait began, so
+	// the wait must look again, even right after a Poll.
+	p.waitFn = func(uintptr) bool { return p.poll() > 0 }
+	p.pollFn = func(uintptr) { p.poll() }
+	return p, nil
+}
+
+// Add watches c's socket for input (and its end) until Remove, reporting it
+// by token. A socket with input already is reported at once.
+func (p *Poller) Add(c *Conn, token uint64) error {
+	return p.ctl(c, unix.EPOLL_CTL_ADD, token)
+}
+
+// Remove stops watching c's socket. Call it before the socket is closed.
+func (p *Poller) Remove(c *Conn) error { return p.ctl(c, unix.EPOLL_CTL_DEL, 0) }
+
+func (p *Poller) ctl(c *Conn, op int, token uint64) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
+	var err error
+	cerr := c.rc.Control(func(fd uintptr) {
+		err = p.ctlFD(op, int(fd), &ev)
+	})
+	if cerr != nil {
+		return fmt.Errorf("ipc: %w", cerr)
+	}
+	return err
+}
+
+func (p *Poller) ctlFD(op, fd int, ev *unix.EpollEvent) error {
+	var err error
+	cerr := p.rc.Control(func(ep uintptr) { err = unix.EpollCtl(int(ep), op, fd, ev) })
+	if cerr != nil {
+		if p.closed.Load() {
+			return ErrClosed
+		}
+		return fmt.Errorf("ipc: %w", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("ipc: %w", os.NewSyscallError("epoll_ctl", err))
+	}
+	return nil
+}
+
+// Wait appends to tokens those of the sockets with input, waiting until
+// there is one, or until the deadline set by SetDeadline (then the error
+// matches os.ErrDeadlineExceeded) or Close (ErrClosed).
+func (p *Poller) Wait(tokens []uint64) ([]uint64, error) {
+	p.n = 0
+	if err := p.rc.Read(p.waitFn); err != nil {
+		if p.closed.Load() {
+			err = ErrClosed
+		}
+		return tokens, err
+	}
+	return p.tokens(tokens), nil
+}
+
+// Poll is Wait without the wait: it appends the tokens of the sockets with
+// input now, if any. A socket that Wait or Poll reported keeps being
+// reported by both while it has input, but only new input wakes a Wait.
+func (p *Poller) Poll(tokens []uint64) []uint64 {
+	p.n = 0
+	if p.rc.Control(p.pollFn) != nil {
+		return tokens
+	}
+	return p.tokens(tokens)
+}
+
+// poll is one epoll_wait(2) that does not wait.
+func (p *Poller) poll() int {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.ep), uintptr(unsafe.Pointer(&p.evs[0])), uintptr(len(p.evs)), 0, 0, 0)
+	if errno != 0 {
+		n = 0
+	}
+	p.n = int(n)
+	return p.n
+}
+
+func (p *Poller) tokens(tokens []uint64) []uint64 {
+	for _, ev := range p.evs[:p.n] {
+		tokens = append(tokens, uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32)
+	}
+	return tokens
+}
+
+// SetDeadline bounds how long Wait waits; the zero time is no bound.
+func (p *Poller) SetDeadline(t time.Time) error { return p.f.SetReadDeadline(t) }
+
+// Close closes the epoll instance, waking a Wait with ErrClosed. It is safe
+// to call more than once.
+func (p *Poller) Close() error {
+	p.closed.Store(true)
+	if err := p.f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
+}

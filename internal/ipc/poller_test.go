@@ -1,0 +1,242 @@
+package ipc
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
+
+// collect is a ServeReady callback that keeps copies of the bodies.
+func collect(got *[][]byte) func([]byte) error {
+	return func(body []byte) error {
+		*got = append(*got, bytes.Clone(body))
+		return nil
+	}
+}
+
+func bodies(n ...byte) [][]byte {
+	var out [][]byte
+	for _, b := range n {
+		out = append(out, []byte{b, b, b})
+	}
+	return out
+}
+
+func framesOf(bs [][]byte) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, frameOf(b)...)
+	}
+	return out
+}
+
+// TestPoller: a Poller reports the sockets with input by token, again and
+// again while they have it (level-triggered), wakes a Wait for new input,
+// stops at Remove, and ends a Wait at its deadline and at Close.
+func TestPoller(t *testing.T) {
+	c1, _, peer1 := polledPair(t)
+	c2, _, peer2 := polledPair(t)
+	p, err := NewPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const tok1, tok2 = 1<<32 | 7, 2<<32 | 9
+	if err := p.Add(c1, tok1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(c2, tok2); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Poll(nil); len(got) != 0 {
+		t.Fatalf("no input yet, polled %v", got)
+	}
+	p.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := p.Wait(nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("wait past the deadline: %v", err)
+	}
+	p.SetDeadline(time.Now().Add(5 * time.Second))
+
+	if err := peer1.WriteFrame(framesOf(bodies(1)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Wait(nil); err != nil || !slices.Equal(got, []uint64{tok1}) {
+		t.Fatalf("wait: %v, %v; want [%d]", got, err, uint64(tok1))
+	}
+	for range 2 { // still there: reported again
+		if got := p.Poll(nil); !slices.Equal(got, []uint64{tok1}) {
+			t.Fatalf("unread input polled as %v", got)
+		}
+	}
+	var got [][]byte
+	if keep, err := c1.ServeReady(collect(&got)); !keep || err != nil {
+		t.Fatalf("ServeReady: keep %v, %v", keep, err)
+	}
+	if !slices.EqualFunc(got, bodies(1), bytes.Equal) {
+		t.Fatalf("served %q", got)
+	}
+	if got := p.Poll(nil); len(got) != 0 {
+		t.Fatalf("all read, polled %v", got)
+	}
+
+	// New input wakes a Wait that began with nothing to report.
+	woke := make(chan []uint64, 1)
+	go func() {
+		toks, _ := p.Wait(nil)
+		woke <- toks
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := peer2.WriteFrame(framesOf(bodies(2)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if toks := <-woke; !slices.Equal(toks, []uint64{tok2}) {
+		t.Fatalf("woken with %v", toks)
+	}
+	if err := p.Remove(c2); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Poll(nil); len(got) != 0 {
+		t.Fatalf("removed, still polled: %v", got)
+	}
+
+	p.SetDeadline(time.Time{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		p.Close()
+	}()
+	if _, err := p.Wait(nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("wait across Close: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := p.Add(c1, tok1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after Close: %v", err)
+	}
+}
+
+// TestServeReady: ServeReady serves the whole frames one read brings and
+// keeps the Conn only when no frame is left unfinished; a deferred frame,
+// and one cut short, are then served by ServeFrames, in order; the end of
+// input and fn's errors are reported.
+func TestServeReady(t *testing.T) {
+	t.Run("whole", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		peer.WriteFrame(framesOf(bodies(1, 2, 3)), nil)
+		var got [][]byte
+		if keep, err := c.ServeReady(collect(&got)); !keep || err != nil {
+			t.Fatalf("keep %v, %v", keep, err)
+		}
+		if !slices.EqualFunc(got, bodies(1, 2, 3), bytes.Equal) {
+			t.Fatalf("served %q", got)
+		}
+		// Nothing to read: kept, nothing served.
+		if keep, err := c.ServeReady(collect(&got)); !keep || err != nil || len(got) != 3 {
+			t.Fatalf("empty socket: keep %v, %v, served %d", keep, err, len(got))
+		}
+	})
+	t.Run("cut", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		all := framesOf(bodies(1, 2))
+		peer.WriteFrame(all[:len(all)-2], nil)
+		var got [][]byte
+		if keep, err := c.ServeReady(collect(&got)); keep || err != nil {
+			t.Fatalf("a frame cut short: keep %v, %v", keep, err)
+		}
+		if !slices.EqualFunc(got, bodies(1), bytes.Equal) {
+			t.Fatalf("served %q", got)
+		}
+		peer.WriteFrame(all[len(all)-2:], nil)
+		peer.Close()
+		err := c.ServeFrames(collect(&got))
+		if !errors.Is(err, io.EOF) || !slices.EqualFunc(got, bodies(1, 2), bytes.Equal) {
+			t.Fatalf("then ServeFrames: %v, served %q", err, got)
+		}
+	})
+	t.Run("deferred", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		peer.WriteFrame(framesOf(bodies(1, 2, 3)), nil)
+		var got [][]byte
+		keep, err := c.ServeReady(func(body []byte) error {
+			if body[0] == 2 {
+				return ErrDeferFrame
+			}
+			got = append(got, bytes.Clone(body))
+			return nil
+		})
+		if keep || err != nil || !slices.EqualFunc(got, bodies(1), bytes.Equal) {
+			t.Fatalf("keep %v, %v, served %q", keep, err, got)
+		}
+		peer.Close()
+		err = c.ServeFrames(collect(&got))
+		if !errors.Is(err, io.EOF) || !slices.EqualFunc(got, bodies(1, 2, 3), bytes.Equal) {
+			t.Fatalf("then ServeFrames: %v, served %q", err, got)
+		}
+	})
+	t.Run("end", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		peer.WriteFrame(framesOf(bodies(1)), nil)
+		peer.Close()
+		var got [][]byte
+		keep, err := c.ServeReady(collect(&got))
+		if keep && err == nil {
+			keep, err = c.ServeReady(collect(&got)) // the end came after the frame
+		}
+		if keep || !errors.Is(err, io.EOF) || len(got) != 1 {
+			t.Fatalf("keep %v, %v, served %d", keep, err, len(got))
+		}
+	})
+	t.Run("end mid-frame", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		f := framesOf(bodies(1))
+		peer.WriteFrame(f[:5], nil)
+		peer.Close()
+		var got [][]byte
+		if keep, err := c.ServeReady(collect(&got)); keep || err != nil {
+			t.Fatalf("keep %v, %v", keep, err)
+		}
+		if err := c.ServeFrames(collect(&got)); !errors.Is(err, io.ErrUnexpectedEOF) || len(got) != 0 {
+			t.Fatalf("then ServeFrames: %v, served %d", err, len(got))
+		}
+	})
+	t.Run("fn fails", func(t *testing.T) {
+		c, _, peer := polledPair(t)
+		peer.WriteFrame(framesOf(bodies(1, 2)), nil)
+		boom := errors.New("boom")
+		n := 0
+		keep, err := c.ServeReady(func([]byte) error { n++; return boom })
+		if keep || !errors.Is(err, boom) || n != 1 {
+			t.Fatalf("keep %v, %v, %d calls", keep, err, n)
+		}
+	})
+}
+
+// TestServeFramesYield: with SetYield, ServeFrames returns ErrYield once
+// the socket is empty and no frame has started, but waits for the rest of
+// a frame that has.
+func TestServeFramesYield(t *testing.T) {
+	c, _, peer := polledPair(t)
+	c.SetYield(true)
+	peer.WriteFrame(framesOf(bodies(1)), nil)
+	var got [][]byte
+	if err := c.ServeFrames(collect(&got)); !errors.Is(err, ErrYield) || len(got) != 1 {
+		t.Fatalf("%v, served %d", err, len(got))
+	}
+	f := framesOf(bodies(2))
+	peer.WriteFrame(f[:3], nil)
+	done := make(chan error, 1)
+	go func() { done <- c.ServeFrames(collect(&got)) }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v with a frame started", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	peer.WriteFrame(f[3:], nil)
+	if err := <-done; !errors.Is(err, ErrYield) || !slices.EqualFunc(got, bodies(1, 2), bytes.Equal) {
+		t.Fatalf("%v, served %q", err, got)
+	}
+}
