@@ -243,7 +243,7 @@ func New(cfg Config) (*Broker, error) {
 		}
 	}
 	if !cfg.NoLoop {
-		if b.loop, err = newLoop(cfg.IdleTimeout, cfg.ReadSpin, !b.uring); err != nil {
+		if b.loop, err = newLoop(cfg.IdleTimeout, cfg.FrameTimeout, !b.uring); err != nil {
 			b.log.Info("no event loop: every connection is served by its own goroutine", "err", err)
 			b.loop = nil
 		} else {

@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,22 +11,25 @@ import (
 )
 
 // loop serves, from one goroutine, the requests of every session whose
-// socket its reader found empty: the reader yields its connection to the
-// loop (ipc.Conn.SetYield) and waits until the loop hands it back. The loop
-// reads each ready socket once (level-triggered, so it never needs the read
-// that finds a socket empty), serves its requests inline, and sends the
-// replies of every session it served in one pass together (ipc.SendBatch,
-// one system call through io_uring). Under load that is about half the
-// system calls and none of the goroutine wake-ups of a reader per session.
+// socket its reader found empty while another connection was busy: the
+// reader yields its connection to the loop (ipc.Conn.SetYield) and waits
+// until the loop hands it back. The loop reads each ready socket once
+// (level-triggered, so it never needs the read that finds a socket empty),
+// serves its requests inline, and sends the replies of every session it
+// served in one pass together (ipc.SendBatch, one system call through
+// io_uring). Under load that is a fraction of the system calls, and none of
+// the goroutine wake-ups, of a reader per session.
 //
 // Anything that could make the loop wait goes back to the session's reader:
-// a frame that has started but not finished, a request other than the quick
-// ones (servedInLoop), a reply the socket has no room for or that is too
-// large to write at once, the end of input and any error.
+// a frame that has started and whose rest is not in the socket, a request
+// other than the quick ones (servedInLoop), replies the socket has no room
+// for (the reader writes what is left), the end of input and any error. So
+// does a session served alone in two passes in a row: with the broker to
+// itself, its reader serves it with fewer system calls.
 type loop struct {
 	p       *ipc.Poller
 	idle    time.Duration // Config.IdleTimeout
-	spinFor time.Duration // Config.ReadSpin
+	frameTO time.Duration // Config.FrameTimeout
 
 	requests atomic.Uint64 // served by the loop
 
@@ -42,9 +44,8 @@ type loop struct {
 	batch  ipc.SendBatch
 	sent   []*session // the sessions of batch's writes, in order
 	flush  func(i int, ok bool, err error)
-	lone   *session      // served alone in the last two passes
-	alone  *session      // served alone in the last pass
-	gap    time.Duration // from finding no input to the next input
+	now    time.Time // when the pass began, if the loop sweeps
+	alone  *session  // served alone in the last pass
 }
 
 type loopSlot struct {
@@ -53,12 +54,12 @@ type loopSlot struct {
 }
 
 // newLoop returns a loop that is not running yet.
-func newLoop(idle, spin time.Duration, sendto bool) (*loop, error) {
+func newLoop(idle, frameTO time.Duration, sendto bool) (*loop, error) {
 	p, err := ipc.NewPoller()
 	if err != nil {
 		return nil, err
 	}
-	l := &loop{p: p, idle: idle, spinFor: spin}
+	l := &loop{p: p, idle: idle, frameTO: frameTO}
 	l.batch.Sendto = sendto
 	l.flush = l.flushed
 	return l, nil
@@ -69,15 +70,16 @@ func newLoop(idle, spin time.Duration, sendto bool) (*loop, error) {
 // ServeFrames would have returned). Called by s's reader after ServeFrames
 // returned ipc.ErrYield.
 func (l *loop) park(s *session) error {
-	if l.idle > 0 {
+	if l.sweeps() {
 		s.lastIn = time.Now()
 	}
+	s.frameFrom = time.Time{}
 	tok := l.reserve()
 	if err := l.p.Add(s.conn, tok); err != nil {
 		// The loop is closing, or the kernel refused: the reader serves
 		// the connection itself from now on.
 		l.release(uint32(tok))
-		s.conn.SetYield(false)
+		s.conn.SetYield(ipc.NoYield)
 		return nil
 	}
 	s.slot = uint32(tok)
@@ -115,31 +117,23 @@ func (l *loop) release(i uint32) {
 // run serves until close.
 func (l *loop) run() {
 	var sweep time.Time
-	if l.idle > 0 {
+	if l.sweeps() {
 		sweep = time.Now().Add(l.sweepEvery())
 		l.p.SetDeadline(sweep)
 	}
 	for {
-		// A socket that still has input is found again by Poll, but would
-		// not wake Wait.
-		toks := l.p.Poll(l.tokens[:0])
-		if len(toks) == 0 {
-			from := time.Now()
-			toks = l.spin(toks, from)
-			if len(toks) == 0 {
-				var err error
-				toks, err = l.p.Wait(toks)
-				switch {
-				case errors.Is(err, ipc.ErrClosed):
-					return
-				case err != nil: // the deadline of the idle sweep
-				}
-			}
-			l.gap = time.Since(from)
+		// Wait looks first: a socket that still has input is found again,
+		// though it would not wake the wait.
+		toks, err := l.p.Wait(l.tokens[:0])
+		if errors.Is(err, ipc.ErrClosed) {
+			return
+		} // else the deadline of the sweep
+		if l.sweeps() {
+			l.now = time.Now()
 		}
 		l.pass(toks)
 		l.tokens = toks[:0]
-		if l.idle > 0 && time.Now().After(sweep) {
+		if l.sweeps() && l.now.After(sweep) {
 			l.sweep()
 			sweep = time.Now().Add(l.sweepEvery())
 			l.p.SetDeadline(sweep)
@@ -147,34 +141,31 @@ func (l *loop) run() {
 	}
 }
 
-// spin polls for up to spinFor, and returns the tokens it found, while one
-// session has the loop to itself and sent its last request within spinFor
-// of its reply: its next request is then served without the wake-up of an
-// idle thread (see ipc.Conn.SetSpin, which the session's reader does).
-func (l *loop) spin(toks []uint64, from time.Time) []uint64 {
-	if l.lone == nil || !l.lone.spins || l.gap > l.spinFor {
-		return toks
+// sweeps reports whether the loop enforces timeouts.
+func (l *loop) sweeps() bool { return l.idle > 0 || l.frameTO > 0 }
+
+// sweepEvery is how often the loop looks for connections past a timeout.
+func (l *loop) sweepEvery() time.Duration {
+	d := l.idle
+	if d <= 0 || l.frameTO > 0 && l.frameTO < d {
+		d = l.frameTO
 	}
-	for time.Since(from) < l.spinFor {
-		runtime.Gosched() // anything runnable goes first
-		if toks = l.p.Poll(toks); len(toks) > 0 {
-			break
-		}
-	}
-	return toks
+	return max(d/4, 10*time.Millisecond)
 }
 
-// sweepEvery is how often the loop looks for idle connections.
-func (l *loop) sweepEvery() time.Duration { return max(l.idle/4, 10*time.Millisecond) }
-
-// sweep hands back the connections idle for l.idle, as ServeFrames would
-// have returned ipc.ErrIdle.
+// sweep hands back the connections whose unfinished frame is older than
+// the frame timeout, or idle for the idle timeout, with the errors
+// ServeFrames would have returned.
 func (l *loop) sweep() {
 	now := time.Now()
 	l.mu.Lock()
 	for _, sl := range l.slots {
-		if sl.s != nil && now.Sub(sl.s.lastIn) >= l.idle {
-			l.giveBack(sl.s, fmt.Errorf("%w: nothing received for %v", ipc.ErrIdle, l.idle))
+		switch s := sl.s; {
+		case s == nil:
+		case l.frameTO > 0 && !s.frameFrom.IsZero() && now.Sub(s.frameFrom) >= l.frameTO:
+			l.giveBack(s, fmt.Errorf("%w (%v)", ipc.ErrFrameTimeout, l.frameTO))
+		case l.idle > 0 && s.frameFrom.IsZero() && now.Sub(s.lastIn) >= l.idle:
+			l.giveBack(s, fmt.Errorf("%w: nothing received for %v", ipc.ErrIdle, l.idle))
 		}
 	}
 	l.mu.Unlock()
@@ -193,37 +184,56 @@ func (l *loop) pass(toks []uint64) {
 		}
 	}
 	l.mu.Unlock()
-	var now time.Time
-	if l.idle > 0 {
-		now = time.Now()
-	}
+	now := l.now
 	for _, s := range l.served {
 		s.lastIn = now
 		keep, err := s.conn.ServeReady(s.loopFn)
 		if errors.Is(err, errLoopFull) {
 			err = nil
 		}
-		if !keep || err != nil {
+		switch {
+		case !keep || err != nil:
 			l.giveBack(s, err)
+		case !s.conn.Started():
+			s.frameFrom = time.Time{}
+		case s.frameFrom.IsZero():
+			s.frameFrom = now
 		}
-		if len(s.wbuf) > 0 && !errors.Is(s.backErr, errEnded) {
-			if len(s.wbuf) > ipc.MaxTryWrite {
-				l.giveBack(s, nil) // written the blocking way
-				continue
-			}
+		if len(s.wbuf) == 0 || errors.Is(s.backErr, errEnded) {
+			continue
+		}
+		if len(s.wbuf) <= ipc.MaxTryWrite {
 			l.batch.Add(s.conn, s.wbuf)
 			l.sent = append(l.sent, s)
+			continue
+		}
+		// Too large to go whole or not at all: as much as the socket takes,
+		// and the reader writes the rest.
+		n, err := s.conn.TryWritePart(s.wbuf)
+		switch {
+		case err != nil:
+			l.giveBack(s, errEnded)
+		case n == len(s.wbuf):
+			s.replied()
+		case n > 0:
+			s.rest = s.wbuf[n:] // the write lock is kept for it
+			l.giveBack(s, nil)
+		default:
+			l.giveBack(s, nil)
 		}
 	}
 	l.batch.Flush(l.flush)
-	l.lone = nil
-	if len(l.served) == 1 {
-		if l.served[0] == l.alone {
-			l.lone = l.alone
-		}
-		l.alone = l.served[0]
-	} else {
+	// A session served alone in two passes in a row has the broker to
+	// itself: its reader serves it with fewer system calls (and spins
+	// for it), until another connection is served (ipc.Conn.SetYield).
+	switch {
+	case len(l.served) != 1:
 		l.alone = nil
+	case l.served[0] == l.alone:
+		l.giveBack(l.alone, nil)
+		l.alone = nil
+	default:
+		l.alone = l.served[0]
 	}
 	for i, s := range l.served {
 		s.wakeReaders()
@@ -241,14 +251,33 @@ func (l *loop) flushed(i int, ok bool, err error) {
 	s := l.sent[i]
 	switch {
 	case ok && err == nil:
-		s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
-		s.releaseReplies()
-		s.wbuf = s.wbuf[:0]
+		s.replied()
 	case err != nil:
 		l.giveBack(s, errEnded)
 	default:
 		l.giveBack(s, nil)
 	}
+}
+
+// replied accounts for the replies in wbuf, which the loop wrote.
+func (s *session) replied() {
+	s.b.stats.bytesOut.Add(uint64(len(s.wbuf)))
+	s.releaseReplies()
+	s.wbuf = s.wbuf[:0]
+}
+
+// finishReply writes what the loop's TryWritePart left of the replies.
+func (s *session) finishReply() error {
+	if s.rest == nil {
+		return nil
+	}
+	err := s.conn.FinishWrite(s.rest)
+	s.rest = nil
+	if err != nil {
+		return err
+	}
+	s.replied()
+	return nil
 }
 
 // giveBack marks s to be handed back to its reader with err at the end of
@@ -267,8 +296,8 @@ func (l *loop) giveBack(s *session, err error) {
 // handBack hands the sessions given back to their readers.
 func (l *loop) handBack() {
 	for i, s := range l.backs {
-		if s == l.lone || s == l.alone {
-			l.lone, l.alone = nil, nil
+		if s == l.alone {
+			l.alone = nil
 		}
 		l.p.Remove(s.conn)
 		l.release(s.slot)
@@ -279,6 +308,9 @@ func (l *loop) handBack() {
 	}
 	l.backs = l.backs[:0]
 }
+
+// loopYield is when a reader yields to the loop; tests make it always.
+var loopYield = ipc.YieldWhenBusy
 
 // close stops the loop once no session is left to serve.
 func (l *loop) close() error { return l.p.Close() }

@@ -15,10 +15,14 @@ import (
 )
 
 // loopWays runs f with the event loop and without it (Config.NoLoop), and
-// checks that the loop served requests only when it was on.
+// checks that the loop served requests only when it was on. With the loop,
+// a connection yields to it whenever it waits for input, even alone.
 func loopWays(t *testing.T, cfg broker.Config, f func(t *testing.T, h *harness)) {
 	for _, off := range []bool{false, true} {
 		t.Run(fmt.Sprintf("no-event-loop=%v", off), func(t *testing.T) {
+			if !off {
+				t.Cleanup(broker.LoopAlways())
+			}
 			cfg := cfg
 			cfg.NoLoop = off
 			h := start(t, cfg)
@@ -95,13 +99,17 @@ func TestLoopHandsBack(t *testing.T) {
 		})
 	})
 	t.Run("full socket", func(t *testing.T) {
-		// Large replies, more than the loop writes at once, to requests
-		// sent together; small ones to requests sent one by one, until the
-		// socket is full. Nothing is read until all are sent.
-		for _, tc := range []struct{ size, n int }{{4 << 10, 600}, {100, 4000}} {
-			t.Run(fmt.Sprint(tc.size), func(t *testing.T) {
+		// Replies larger than the loop sends whole or not at all, and
+		// smaller ones, to requests sent together or one by one until the
+		// socket is full: nothing is read until all are sent.
+		for _, tc := range []struct {
+			size, n  int
+			together bool
+			gap      time.Duration // between requests sent one by one
+		}{{4 << 10, 600, true, 0}, {60 << 10, 40, false, 2 * time.Millisecond}, {100, 4000, false, 0}} {
+			t.Run(fmt.Sprintf("%d-together=%v", tc.size, tc.together), func(t *testing.T) {
 				loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
-					testFullSocket(t, h, tc.size, tc.n)
+					testFullSocket(t, h, tc.size, tc.n, tc.together, tc.gap)
 				})
 			})
 		}
@@ -209,29 +217,43 @@ func TestLoopHandsBack(t *testing.T) {
 			if rep := slow.recv(); rep.Hdr().ID != 9 || rep.Kind() != "Heartbeat" {
 				t.Fatalf("a frame sent in two parts: %#v", rep)
 			}
-			// Never finished: the connection ends at the frame timeout.
-			stuck := h.raw(t, true)
-			stuck.do(&ipc.Heartbeat{})
-			time.Sleep(20 * time.Millisecond)
-			stuck.conn.WriteFrame(f[:5], nil)
-			stuck.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			for {
-				body, err := stuck.conn.ReadFrame()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatalf("a frame never finished: %v, want the end of the connection", err)
-				}
-				if m, _, _ := ipc.Decode(body); code(m) != "PROTOCOL_ERROR" {
-					t.Fatalf("a frame never finished: %#v", m)
-				}
+			// Never finished: the connection ends at the frame timeout,
+			// whether what came is short of the read buffer (1 KiB at
+			// first) or fills it.
+			big, err := enc.Frame(&ipc.WriteVariable{Header: ipc.Header{ID: 10}, ServiceID: "t_s", VariableName: "v", Data: make([]byte, 1500)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, part := range [][]byte{f[:5], bytes.Clone(big[:1024])} {
+				testFrameCut(t, h, part)
 			}
 		})
 	})
 }
 
-func testFullSocket(t *testing.T, h *harness, size, n int) {
+// testFrameCut sends part of a frame and never the rest: the connection
+// must end at the frame timeout.
+func testFrameCut(t *testing.T, h *harness, part []byte) {
+	stuck := h.raw(t, true)
+	stuck.do(&ipc.Heartbeat{})
+	time.Sleep(20 * time.Millisecond)
+	stuck.conn.WriteFrame(part, nil)
+	stuck.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		body, err := stuck.conn.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("a frame never finished: %v, want the end of the connection", err)
+		}
+		if m, _, _ := ipc.Decode(body); code(m) != "PROTOCOL_ERROR" {
+			t.Fatalf("a frame never finished: %#v", m)
+		}
+	}
+}
+
+func testFullSocket(t *testing.T, h *harness, size, n int, together bool, gap time.Duration) {
 	seedService(t, h, "t", "s")
 	r := h.raw(t, true)
 	value := bytes.Repeat([]byte{7}, size)
@@ -251,7 +273,7 @@ func testFullSocket(t *testing.T, h *harness, size, n int) {
 	}
 	sent := make(chan error, 1)
 	go func() {
-		if size > ipc.MaxTryWrite {
+		if together {
 			sent <- r.conn.WriteFrame(bytes.Join(frames, nil), nil)
 			return
 		}
@@ -260,10 +282,11 @@ func testFullSocket(t *testing.T, h *harness, size, n int) {
 				sent <- err
 				return
 			}
+			time.Sleep(gap)
 		}
 		sent <- nil
 	}()
-	time.Sleep(100 * time.Millisecond) // let the broker fill the socket
+	time.Sleep(100*time.Millisecond + time.Duration(n)*gap) // let the broker fill the socket
 	for i := range n {
 		rep, ok := r.recv().(*ipc.VariableData)
 		if !ok || rep.ID != uint64(1000+i) || !bytes.Equal(rep.Data, value) {
@@ -272,5 +295,33 @@ func testFullSocket(t *testing.T, h *harness, size, n int) {
 	}
 	if err := <-sent; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoopWhenBusy: a client that has the broker to itself is served by its
+// own reader; clients busy at once are served by the loop.
+func TestLoopWhenBusy(t *testing.T) {
+	h := start(t, broker.Config{})
+	r := h.raw(t, true)
+	for range 200 {
+		if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
+			t.Fatalf("heartbeat: %#v", rep)
+		}
+	}
+	if n := broker.LoopRequests(h.b); n > 10 {
+		t.Fatalf("the loop served %d of 200 requests of a lone client", n)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		r := h.raw(t, true)
+		wg.Go(func() {
+			for range 200 {
+				r.do(&ipc.Heartbeat{})
+			}
+		})
+	}
+	wg.Wait()
+	if n := broker.LoopRequests(h.b); n < 200 {
+		t.Fatalf("the loop served %d of 1600 requests of 8 busy clients", n)
 	}
 }

@@ -65,13 +65,15 @@ type session struct {
 
 	// While the loop serves the connection (see loop), the loop's goroutine
 	// uses what the reader does, and these.
-	loopFn  func([]byte) error // loopFrame, made once
-	resume  chan error         // the loop hands the connection back
-	slot    uint32             // in the loop's slots
-	lastIn  time.Time          // for the idle timeout
-	spins   bool               // the loop may spin for it: not in the broker's process
-	back    bool               // to be handed back at the end of the pass
-	backErr error
+	loopFn    func([]byte) error // loopFrame, made once
+	resume    chan error         // the loop hands the connection back
+	slot      uint32             // in the loop's slots
+	lastIn    time.Time          // for the idle timeout
+	frameFrom time.Time          // when the unfinished frame in the loop began
+	rest      []byte             // of the replies, what the loop could not write
+	spins     bool               // the loop may spin for it: not in the broker's process
+	back      bool               // to be handed back at the end of the pass
+	backErr   error
 
 	subMu sync.Mutex
 	subs  map[string]*service // by service id
@@ -206,9 +208,10 @@ func (s *session) handshake() bool {
 			// which passes the CPU between the two without a wake-up:
 			// spinning would only keep a second CPU busy.
 			s.conn.SetSpin(s.b.cfg.ReadSpin)
-			s.spins = s.b.cfg.ReadSpin > 0
 		}
-		s.conn.SetYield(s.b.loop != nil)
+		if s.b.loop != nil {
+			s.conn.SetYield(loopYield)
+		}
 		s.caller.Name = hello.ClientName
 		s.reply(&ipc.Welcome{
 			Header: ipc.Header{ID: h.ID}, Protocol: ipc.ProtocolVersion, ServerVersion: Version,
@@ -252,6 +255,9 @@ func (s *session) readLoop() {
 		if errors.Is(err, ipc.ErrYield) {
 			err = s.b.loop.park(s)
 			// Replies the loop could not write are the reader's to write.
+			if ferr := s.finishReply(); ferr != nil && err == nil {
+				err = errEnded
+			}
 			if !errors.Is(err, errEnded) && s.flush() != nil {
 				return
 			}

@@ -81,7 +81,7 @@ type Conn struct {
 	stepFn     func(uintptr) bool // ServeFrames's
 	serveFn    func([]byte) error
 	serr       error
-	yield      bool          // see SetYield
+	yield      Yield         // see SetYield
 	readyFn    func(uintptr) // ServeReady's
 	readyGot   bool
 	early      bool          // earlyIdle set the deadline: do not arm it
@@ -108,7 +108,8 @@ type Conn struct {
 	tn        int
 	terr      error
 	tryFn     func(uintptr) bool
-	snd       sender // writeLocked's
+	partFn    func(uintptr) // TryWritePart's
+	snd       sender        // writeLocked's
 	wtimeout  time.Duration
 	wdeadline time.Time
 
@@ -146,6 +147,7 @@ func NewConn(sk Socket, maxFrame int, allowFDs bool) (*Conn, error) {
 	c.stepFn = c.step
 	c.readyFn = func(fd uintptr) { c.readyGot = c.recvmsg(fd) }
 	c.tryFn = c.trySend
+	c.partFn = c.sendPart
 	c.snd.init()
 	return c, nil
 }
@@ -243,6 +245,7 @@ func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 		c.serveFn = nil
 		c.stopSpin()
 		spin.last.CompareAndSwap(c, nil) // hold no closed Conn
+		lastServed.CompareAndSwap(c, nil)
 	}()
 	early := false
 	for {
@@ -284,6 +287,7 @@ func (c *Conn) step(fd uintptr) bool {
 			return true
 		}
 		if body != nil {
+			c.served()
 			if err := c.serveFn(body); err != nil {
 				c.serr = err
 				return true
@@ -302,7 +306,7 @@ func (c *Conn) step(fd uintptr) bool {
 			if c.spinAgain() {
 				continue
 			}
-			if c.yield && c.r == c.w {
+			if c.yield != NoYield && c.r == c.w && (c.yield == YieldAlways || lastServed.Load() != c) {
 				c.serr = ErrYield
 				return true
 			}
@@ -321,6 +325,16 @@ func (c *Conn) step(fd uintptr) bool {
 		}
 		c.early = false
 		c.grow()
+	}
+}
+
+// lastServed is the Conn whose frame was served last, by ServeFrames or
+// ServeReady (see SetYield).
+var lastServed atomic.Pointer[Conn]
+
+func (c *Conn) served() {
+	if lastServed.Load() != c {
+		lastServed.Store(c)
 	}
 }
 
@@ -886,6 +900,62 @@ func (c *Conn) trySend(fd uintptr) bool {
 		c.tn, c.terr = 0, errno
 	}
 	return true
+}
+
+// TryWritePart writes as much of p (whole frames, of any size) as the
+// socket takes now, without waiting, unless another write is in progress.
+// It returns how many bytes went: all of p; none (another write is in
+// progress, or the socket is full); or some, and then the write lock is
+// kept, so that nothing else is written into the middle of a frame, until
+// FinishWrite writes the rest (from any goroutine).
+func (c *Conn) TryWritePart(p []byte) (n int, err error) {
+	if len(p) == 0 || !c.wmu.TryLock() {
+		return 0, nil
+	}
+	c.refreshDeadlineLocked()
+	c.tp, c.tn, c.terr = p, 0, nil
+	cerr := c.rc.Control(c.partFn)
+	n, errno := c.tn, c.terr
+	c.tp, c.terr = nil, nil
+	switch {
+	case cerr != nil:
+		err = c.wrapWriteErr(cerr)
+	case errno != nil:
+		err = os.NewSyscallError("sendto", errno)
+	case n > 0 && n < len(p):
+		return n, nil // FinishWrite unlocks
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// sendPart is TryWritePart's callback: sendto(2) of tp until it is all
+// sent or the socket is full.
+func (c *Conn) sendPart(fd uintptr) {
+	for c.tn < len(c.tp) {
+		n, errno := sendto(fd, c.tp[c.tn:])
+		switch errno {
+		case 0:
+			c.tn += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return
+		default:
+			c.terr = errno
+			return
+		}
+	}
+}
+
+// FinishWrite writes rest, what a TryWritePart that sent part of its
+// bytes left, waiting for room as WriteFrame does, and releases the write
+// lock that TryWritePart kept.
+func (c *Conn) FinishWrite(rest []byte) error {
+	defer c.wmu.Unlock()
+	return c.writeLocked(rest, nil)
 }
 
 // WriteFrames writes several frames with one system call where it can.

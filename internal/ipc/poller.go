@@ -23,12 +23,27 @@ var (
 	ErrDeferFrame = errors.New("ipc: frame deferred to the reader")
 )
 
+// Yield says when ServeFrames yields (see SetYield).
+type Yield int
+
+const (
+	// NoYield: ServeFrames waits for input itself (the default).
+	NoYield Yield = iota
+	// YieldWhenBusy: it yields unless its Conn's frame was the last one
+	// served in the process, by ServeFrames or ServeReady: with no other
+	// connection busy, its own reader serves it with fewer system calls
+	// and can spin for it.
+	YieldWhenBusy
+	// YieldAlways: it yields whenever it would wait for input.
+	YieldAlways
+)
+
 // SetYield makes ServeFrames return ErrYield, rather than wait, when a read
-// finds the socket empty and no frame has started (after any spin), so that
-// an event loop can watch the socket with many others (Poller) and serve
-// it with ServeReady until it hands it back. The reader's goroutine then
-// calls ServeFrames again.
-func (c *Conn) SetYield(on bool) { c.yield = on }
+// finds the socket empty and no frame has started (after any spin), as y
+// says, so that an event loop can watch the socket with many others
+// (Poller) and serve it with ServeReady until it hands it back. The
+// reader's goroutine then calls ServeFrames again.
+func (c *Conn) SetYield(y Yield) { c.yield = y }
 
 // ServeReady serves what the socket holds now, for an event loop, while the
 // reader's goroutine waits for the loop to hand the Conn back: one read
@@ -36,10 +51,12 @@ func (c *Conn) SetYield(on bool) { c.yield = on }
 // ServeFrames does. fn may return ErrDeferFrame to leave the frame it was
 // given, and those after it, buffered for ServeFrames.
 //
-// It reports whether the loop may keep the Conn: false once a frame has
-// started that the read did not finish (its deadline is the reader's to
-// keep), after fn deferred a frame, and with any error, the read's or fn's,
-// which ServeFrames would have returned.
+// It reports whether the loop may keep the Conn: false when a frame has
+// started that a read short of the buffer did not finish (the socket is
+// empty: its deadline is the reader's to keep), after fn deferred a frame,
+// and with any error, the read's or fn's, which ServeFrames would have
+// returned. After a read that filled the buffer a frame may be left
+// unfinished (Started) while the socket holds the rest.
 func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 	if c.spinFor > 0 {
 		spin.serving.Add(1)
@@ -55,6 +72,7 @@ func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 	if err := c.room(need); err != nil {
 		return false, err
 	}
+	want := len(c.rbuf) - c.w
 	c.rbufTarget = c.rbuf[c.w:]
 	c.readyGot = false
 	if err := c.rc.Control(c.readyFn); err != nil {
@@ -81,8 +99,9 @@ func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 			return false, err
 		}
 		if body == nil {
-			return c.r == c.w, nil
+			return c.r == c.w || m == want, nil
 		}
+		c.served()
 		if err := fn(body); err != nil {
 			if err == ErrDeferFrame {
 				c.r -= HeaderLen + len(body)
@@ -92,6 +111,10 @@ func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 		}
 	}
 }
+
+// Started reports whether a frame has started to arrive and is not whole
+// yet.
+func (c *Conn) Started() bool { return c.w > c.r }
 
 // Poller watches many connections for input, level-triggered, for an event
 // loop that serves them from one goroutine (Conn.ServeReady). It is an epoll
@@ -132,13 +155,31 @@ func NewPoller() (*Poller, error) {
 }
 
 // Add watches c's socket for input (and its end) until Remove, reporting it
-// by token. A socket with input already is reported at once.
+// by token. A socket with input already is reported at once. An
+// InputPolled socket stops watching for input itself meanwhile.
 func (p *Poller) Add(c *Conn, token uint64) error {
-	return p.ctl(c, unix.EPOLL_CTL_ADD, token)
+	if err := p.ctl(c, unix.EPOLL_CTL_ADD, token); err != nil {
+		return err
+	}
+	if ip, ok := c.sk.(*InputPolled); ok {
+		if err := ip.watchInput(false); err != nil {
+			p.ctl(c, unix.EPOLL_CTL_DEL, 0)
+			return err
+		}
+	}
+	return nil
 }
 
 // Remove stops watching c's socket. Call it before the socket is closed.
-func (p *Poller) Remove(c *Conn) error { return p.ctl(c, unix.EPOLL_CTL_DEL, 0) }
+func (p *Poller) Remove(c *Conn) error {
+	err := p.ctl(c, unix.EPOLL_CTL_DEL, 0)
+	if ip, ok := c.sk.(*InputPolled); ok {
+		if werr := ip.watchInput(true); err == nil {
+			err = werr
+		}
+	}
+	return err
+}
 
 func (p *Poller) ctl(c *Conn, op int, token uint64) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}

@@ -220,7 +220,7 @@ func TestServeReady(t *testing.T) {
 // a frame that has.
 func TestServeFramesYield(t *testing.T) {
 	c, _, peer := polledPair(t)
-	c.SetYield(true)
+	c.SetYield(YieldAlways)
 	peer.WriteFrame(framesOf(bodies(1)), nil)
 	var got [][]byte
 	if err := c.ServeFrames(collect(&got)); !errors.Is(err, ErrYield) || len(got) != 1 {
@@ -238,5 +238,69 @@ func TestServeFramesYield(t *testing.T) {
 	peer.WriteFrame(f[3:], nil)
 	if err := <-done; !errors.Is(err, ErrYield) || !slices.EqualFunc(got, bodies(1, 2), bytes.Equal) {
 		t.Fatalf("%v, served %q", err, got)
+	}
+}
+
+// TestServeFramesYieldWhenBusy: with YieldWhenBusy, ServeFrames waits for
+// input itself while its Conn was the last one served, and yields once
+// another was served since.
+func TestServeFramesYieldWhenBusy(t *testing.T) {
+	c, _, peer := polledPair(t)
+	other, _, _ := polledPair(t)
+	c.SetYield(YieldWhenBusy)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.ServeFrames(func(body []byte) error {
+			if body[0] == 2 {
+				other.served() // as if another connection was served meanwhile
+			}
+			return nil
+		})
+	}()
+	peer.WriteFrame(framesOf(bodies(1)), nil)
+	select {
+	case err := <-done:
+		t.Fatalf("alone, returned %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	peer.WriteFrame(framesOf(bodies(2)), nil)
+	if err := <-done; !errors.Is(err, ErrYield) {
+		t.Fatalf("after another was served: %v", err)
+	}
+}
+
+// TestTryWritePart: TryWritePart sends what the socket takes and keeps the
+// write lock while part is left, so that no other write comes between;
+// FinishWrite sends the rest, in order, and lets other writes in again.
+func TestTryWritePart(t *testing.T) {
+	c, _, peer := polledPair(t)
+	p := make([]byte, 4<<20) // more than the socket holds
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	n, err := c.TryWritePart(p)
+	if err != nil || n <= 0 || n >= len(p) {
+		t.Fatalf("sent %d of %d, %v", n, len(p), err)
+	}
+	if ok, err := c.TryWrite([]byte{0, 0, 0, 1, 9}); ok || err != nil {
+		t.Fatalf("TryWrite while part is left: %v, %v", ok, err)
+	}
+	if m, err := c.TryWritePart([]byte{0, 0, 0, 1, 9}); m != 0 || err != nil {
+		t.Fatalf("TryWritePart while part is left: %d, %v", m, err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(p))
+		io.ReadFull(peer.UnixConn(), b)
+		got <- b
+	}()
+	if err := c.FinishWrite(p[n:]); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, p) {
+		t.Fatal("the bytes arrived out of order")
+	}
+	if m, err := c.TryWritePart([]byte{0, 0, 0, 1, 9}); m != 5 || err != nil {
+		t.Fatalf("after FinishWrite: %d, %v", m, err)
 	}
 }

@@ -237,6 +237,31 @@ func (p *InputPolled) outEvents(events uint32) error {
 	return nil
 }
 
+// watchInput sets whether p's own epoll instance watches the socket for
+// input: not while a Poller does, so that input wakes one of them only.
+func (p *InputPolled) watchInput(on bool) error {
+	ev := unix.EpollEvent{}
+	if on {
+		ev.Events = unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	var err error
+	cerr := p.inc.Control(func(in uintptr) {
+		if cerr := p.sc.Control(func(fd uintptr) {
+			ev.Fd = int32(fd)
+			err = unix.EpollCtl(int(in), unix.EPOLL_CTL_MOD, int(fd), &ev)
+		}); cerr != nil {
+			err = cerr
+		}
+	})
+	if cerr != nil {
+		return p.closedErr(cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("ipc: %w", os.NewSyscallError("epoll_ctl", err))
+	}
+	return nil
+}
+
 // SetReadDeadline bounds how long a read may wait.
 func (p *InputPolled) SetReadDeadline(t time.Time) error {
 	return p.closedErr(p.in.SetReadDeadline(t))
