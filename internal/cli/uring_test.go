@@ -10,8 +10,9 @@ import (
 	"github.com/commy/commy/internal/ipc"
 )
 
-// ioURings counts the io_uring instances process pid holds.
-func ioURings(t *testing.T, pid int) int {
+// anonFDs counts the descriptors of process pid on the anonymous inode
+// kind, such as "io_uring" or "eventpoll".
+func anonFDs(t *testing.T, pid int, kind string) int {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
@@ -20,7 +21,7 @@ func ioURings(t *testing.T, pid int) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target == "anon_inode:[io_uring]" {
+		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target == "anon_inode:["+kind+"]" {
 			n++
 		}
 	}
@@ -81,29 +82,12 @@ func TestNoIOURingFlag(t *testing.T) {
 					t.Fatalf("subscriber %d: %+v, %v", i, n, err)
 				}
 			}
-			got := ioURings(t, p.cmd.Process.Pid)
+			got := anonFDs(t, p.cmd.Process.Pid, "io_uring")
 			if want := uring && !off; (got > 0) != want {
 				t.Fatalf("the broker holds %d io_uring instances; io_uring wanted: %v", got, want)
 			}
 		})
 	}
-}
-
-// epolls counts the epoll instances process pid holds.
-func epolls(t *testing.T, pid int) int {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if target, _ := os.Readlink(filepath.Join(dir, e.Name())); target == "anon_inode:[eventpoll]" {
-			n++
-		}
-	}
-	return n
 }
 
 // TestNoEventLoopFlag: `serve` makes the event loop's epoll instance, and
@@ -123,7 +107,7 @@ func TestNoEventLoopFlag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		count[off] = epolls(t, p.cmd.Process.Pid)
+		count[off] = anonFDs(t, p.cmd.Process.Pid, "eventpoll")
 		c.Close()
 	}
 	if count[false] != count[true]+1 {
