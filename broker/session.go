@@ -71,7 +71,6 @@ type session struct {
 	lastIn    time.Time          // for the idle timeout
 	frameFrom time.Time          // when the unfinished frame in the loop began
 	rest      []byte             // of the replies, what the loop could not write
-	spins     bool               // the loop may spin for it: not in the broker's process
 	back      bool               // to be handed back at the end of the pass
 	backErr   error
 
