@@ -56,7 +56,7 @@ type Config struct {
 	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
 	WriteTimeout     time.Duration // a peer that reads nothing for this long is dropped; default DefaultWriteTimeout
 	ReadSpin         time.Duration // after a reply, read again this long before sleeping, for a client that answers fast (ipc.Conn.SetSpin); default DefaultReadSpin, negative: never
-	NoIOURing        bool          // write a fan-out's notices with one sendto per subscriber, never through io_uring (ipc.SendBatch)
+	NoIOURing        bool          // never use io_uring: one sendto per subscriber of a fan-out, and per read and reply of the event loop (ipc.SendBatch, ipc.ReadBatch)
 	NoLoop           bool          // serve every connection from its own goroutine, never from the event loop (see loop)
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger

@@ -15,9 +15,9 @@ import (
 // reader yields its connection to the loop (ipc.Conn.SetYield) and waits
 // until the loop hands it back. The loop reads each ready socket once
 // (level-triggered, so it never needs the read that finds a socket empty),
-// serves its requests inline, and sends the replies of every session it
-// served in one pass together (ipc.SendBatch, one system call through
-// io_uring). Under load that is a fraction of the system calls, and none of
+// the sockets of one pass together (ipc.ReadBatch, one system call through
+// io_uring), serves their requests inline, and sends the replies together
+// (ipc.SendBatch). Under load that is a fraction of the system calls, and none of
 // the goroutine wake-ups, of a reader per session.
 //
 // Anything that could make the loop wait goes back to the session's reader:
@@ -42,6 +42,7 @@ type loop struct {
 	served []*session
 	backs  []*session
 	batch  ipc.SendBatch
+	reads  ipc.ReadBatch
 	sent   []*session // the sessions of batch's writes, in order
 	flush  func(i int, ok bool, err error)
 	now    time.Time // when the pass began, if the loop sweeps
@@ -61,6 +62,7 @@ func newLoop(idle, frameTO time.Duration, sendto bool) (*loop, error) {
 	}
 	l := &loop{p: p, idle: idle, frameTO: frameTO}
 	l.batch.Sendto = sendto
+	l.reads.Recvmsg = sendto
 	l.flush = l.flushed
 	return l, nil
 }
@@ -186,8 +188,12 @@ func (l *loop) pass(toks []uint64) {
 	l.mu.Unlock()
 	now := l.now
 	for _, s := range l.served {
+		l.reads.Add(s.conn)
+	}
+	l.reads.Read()
+	for i, s := range l.served {
 		s.lastIn = now
-		keep, err := s.conn.ServeReady(s.loopFn)
+		keep, err := l.reads.Serve(i, s.loopFn)
 		if errors.Is(err, errLoopFull) {
 			err = nil
 		}
@@ -222,6 +228,7 @@ func (l *loop) pass(toks []uint64) {
 			l.giveBack(s, nil)
 		}
 	}
+	l.reads.Reset()
 	l.batch.Flush(l.flush)
 	// A session served alone in two passes in a row has the broker to
 	// itself: its reader serves it with fewer system calls (and spins

@@ -14,21 +14,28 @@ import (
 	"github.com/commy/commy/internal/ipc"
 )
 
-// loopWays runs f with the event loop and without it (Config.NoLoop), and
-// checks that the loop served requests only when it was on. With the loop,
-// a connection yields to it whenever it waits for input, even alone.
-func loopWays(t *testing.T, cfg broker.Config, f func(t *testing.T, h *harness)) {
-	for _, off := range []bool{false, true} {
-		t.Run(fmt.Sprintf("no-event-loop=%v", off), func(t *testing.T) {
-			if !off {
+// loopWay is one way loopWays serves.
+type loopWay struct {
+	name           string
+	noLoop, noRing bool
+}
+
+// loopWays runs f with the event loop, reading through io_uring or not,
+// and without it (Config.NoLoop), and checks that the loop served requests
+// only when it was on. With the loop, a connection yields to it whenever
+// it waits for input, even alone.
+func loopWays(t *testing.T, cfg broker.Config, f func(t *testing.T, h *harness, way loopWay)) {
+	for _, way := range []loopWay{{"event-loop", false, false}, {"event-loop-no-io-uring", false, true}, {"no-event-loop", true, false}} {
+		t.Run(way.name, func(t *testing.T) {
+			if !way.noLoop {
 				t.Cleanup(broker.LoopAlways())
 			}
 			cfg := cfg
-			cfg.NoLoop = off
+			cfg.NoLoop, cfg.NoIOURing = way.noLoop, way.noRing
 			h := start(t, cfg)
-			f(t, h)
-			if n := broker.LoopRequests(h.b); off != (n == 0) {
-				t.Fatalf("the event loop served %d requests (off: %v)", n, off)
+			f(t, h, way)
+			if n := broker.LoopRequests(h.b); way.noLoop != (n == 0) {
+				t.Fatalf("the event loop served %d requests (off: %v)", n, way.noLoop)
 			}
 		})
 	}
@@ -37,7 +44,16 @@ func loopWays(t *testing.T, cfg broker.Config, f func(t *testing.T, h *harness))
 // TestLoopServes: many clients reading and writing at once each get their
 // own replies, in order, whichever way the broker serves them.
 func TestLoopServes(t *testing.T) {
-	loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+	uring := ipc.IOURing() == nil
+	loopWays(t, broker.Config{}, func(t *testing.T, h *harness, way loopWay) {
+		before := ipc.IOURingRecvs()
+		defer func() {
+			// Only a pass with two sessions or more reads through the ring.
+			n := ipc.IOURingRecvs() - before
+			if want := uring && !way.noLoop && !way.noRing; want != (n > 0) {
+				t.Errorf("%d reads through io_uring (wanted: %v)", n, want)
+			}
+		}()
 		seedService(t, h, "t", "s")
 		const clients, rounds = 8, 300
 		var wg sync.WaitGroup
@@ -77,7 +93,7 @@ func TestLoopServes(t *testing.T) {
 // request, a frame cut short.
 func TestLoopHandsBack(t *testing.T) {
 	t.Run("descriptor", func(t *testing.T) {
-		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness, _ loopWay) {
 			seedService(t, h, "t", "s")
 			r := h.raw(t, true)
 			for range 3 {
@@ -108,7 +124,7 @@ func TestLoopHandsBack(t *testing.T) {
 			gap      time.Duration // between requests sent one by one
 		}{{4 << 10, 600, true, 0}, {60 << 10, 40, false, 2 * time.Millisecond}, {100, 4000, false, 0}} {
 			t.Run(fmt.Sprintf("%d-together=%v", tc.size, tc.together), func(t *testing.T) {
-				loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+				loopWays(t, broker.Config{}, func(t *testing.T, h *harness, _ loopWay) {
 					testFullSocket(t, h, tc.size, tc.n, tc.together, tc.gap)
 				})
 			})
@@ -117,7 +133,7 @@ func TestLoopHandsBack(t *testing.T) {
 	t.Run("busy socket", func(t *testing.T) {
 		// A subscriber that reads nothing while notices fill its socket,
 		// then asks something: the reply waits its turn, and arrives.
-		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness, _ loopWay) {
 			seedService(t, h, "t", "s")
 			sub := h.raw(t, true)
 			if rep := sub.do(&ipc.Subscribe{ServiceID: "t_s"}); rep.Kind() != "Subscribed" {
@@ -154,7 +170,7 @@ func TestLoopHandsBack(t *testing.T) {
 		})
 	})
 	t.Run("end after request", func(t *testing.T) {
-		loopWays(t, broker.Config{}, func(t *testing.T, h *harness) {
+		loopWays(t, broker.Config{}, func(t *testing.T, h *harness, _ loopWay) {
 			seedService(t, h, "t", "s")
 			uc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: h.sock, Net: "unix"})
 			if err != nil {
@@ -199,7 +215,7 @@ func TestLoopHandsBack(t *testing.T) {
 		})
 	})
 	t.Run("frame cut short", func(t *testing.T) {
-		loopWays(t, broker.Config{FrameTimeout: 300 * time.Millisecond}, func(t *testing.T, h *harness) {
+		loopWays(t, broker.Config{FrameTimeout: 300 * time.Millisecond}, func(t *testing.T, h *harness, _ loopWay) {
 			var enc ipc.Encoder
 			f, err := enc.Frame(&ipc.Heartbeat{Header: ipc.Header{ID: 9}})
 			if err != nil {

@@ -46,7 +46,7 @@ func serveCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "max-variables", Value: shm.DefaultDirCap, Usage: "variables per service"},
 			&ucli.DurationFlag{Name: "write-timeout", Value: broker.DefaultWriteTimeout, Usage: "drop a client that reads nothing of what the broker sends for this long"},
 			readSpinFlag(),
-			&ucli.BoolFlag{Name: "no-io-uring", Usage: "write a change's notices to its subscribers, and the event loop's replies, with one system call each, never through io_uring"},
+			&ucli.BoolFlag{Name: "no-io-uring", Usage: "never use io_uring: one system call for each notice of a fan-out, and for each read and reply of the event loop"},
 			&ucli.BoolFlag{Name: "no-event-loop", Usage: "serve every connection from a goroutine of its own, never from the event loop that serves the quick requests of idle ones"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},

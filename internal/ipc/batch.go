@@ -175,12 +175,17 @@ var (
 	beforeSubmit func()
 )
 
-// uringSends counts the writes made through io_uring.
-var uringSends atomic.Uint64
+// uringSends and uringRecvs count the writes and reads made through
+// io_uring.
+var uringSends, uringRecvs atomic.Uint64
 
 // IOURingSends is how many writes SendBatch has made through io_uring in
 // this process.
 func IOURingSends() uint64 { return uringSends.Load() }
+
+// IOURingRecvs is how many reads ReadBatch has made through io_uring in
+// this process.
+func IOURingRecvs() uint64 { return uringRecvs.Load() }
 
 // takeRing returns an instance to use, or nil where io_uring is off or all
 // maxRings are in use.

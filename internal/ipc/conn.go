@@ -84,6 +84,7 @@ type Conn struct {
 	yield      Yield         // see SetYield
 	readyFn    func(uintptr) // ServeReady's
 	readyGot   bool
+	want       int           // ServeReady's read size
 	early      bool          // earlyIdle set the deadline: do not arm it
 	recvs      int           // recvmsg(2) calls made
 	spinFor    time.Duration // see SetSpin
@@ -626,6 +627,13 @@ func (c *Conn) received() (int, error) {
 // MSG_DONTWAIT makes it return at once whatever the descriptor's mode, so it
 // is made as a raw system call (see sendto).
 func (c *Conn) recvmsg(fd uintptr) bool {
+	c.setupMsg()
+	n, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	return c.gotMsg(int(n), errno)
+}
+
+// setupMsg points the msghdr at rbufTarget and oob for a recvmsg(2).
+func (c *Conn) setupMsg() {
 	p := c.rbufTarget
 	c.iov.Base = &p[0]
 	c.iov.SetLen(len(p))
@@ -633,11 +641,15 @@ func (c *Conn) recvmsg(fd uintptr) bool {
 	c.msg.SetIovlen(1)
 	c.msg.SetControllen(len(c.oob))
 	c.recvs++
-	n, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+}
+
+// gotMsg notes the outcome of the recvmsg(2) setupMsg prepared; false when
+// it found the socket empty.
+func (c *Conn) gotMsg(n int, errno syscall.Errno) bool {
 	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
 	}
-	c.rn, c.roobn, c.rflags, c.rerr = int(n), int(c.msg.Controllen), int(c.msg.Flags), nil
+	c.rn, c.roobn, c.rflags, c.rerr = n, int(c.msg.Controllen), int(c.msg.Flags), nil
 	if errno != 0 {
 		c.rn, c.roobn, c.rerr = 0, 0, os.NewSyscallError("recvmsg", errno)
 	}

@@ -58,28 +58,42 @@ func (c *Conn) SetYield(y Yield) { c.yield = y }
 // returned. After a read that filled the buffer a frame may be left
 // unfinished (Started) while the socket holds the rest.
 func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
-	if c.spinFor > 0 {
-		spin.serving.Add(1)
-		defer spin.serving.Add(-1)
-		if spin.last.Load() != c {
-			spin.last.Store(c)
-		}
-	}
-	_, need, err := c.next() // no whole frame is buffered: ServeFrames served them
-	if err != nil {
+	if err := c.prepareReady(); err != nil {
 		return false, err
 	}
-	if err := c.room(need); err != nil {
-		return false, err
-	}
-	want := len(c.rbuf) - c.w
-	c.rbufTarget = c.rbuf[c.w:]
 	c.readyGot = false
 	if err := c.rc.Control(c.readyFn); err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			err = ErrClosed
 		}
 		return false, err
+	}
+	return c.serveRead(fn)
+}
+
+// prepareReady makes room for ServeReady's read.
+func (c *Conn) prepareReady() error {
+	_, need, err := c.next() // no whole frame is buffered: ServeFrames served them
+	if err != nil {
+		return err
+	}
+	if err := c.room(need); err != nil {
+		return err
+	}
+	c.want = len(c.rbuf) - c.w
+	c.rbufTarget = c.rbuf[c.w:]
+	return nil
+}
+
+// serveRead is ServeReady once the read is made (readyGot and the recvmsg
+// outcome set).
+func (c *Conn) serveRead(fn func(body []byte) error) (bool, error) {
+	if c.spinFor > 0 {
+		spin.serving.Add(1)
+		defer spin.serving.Add(-1)
+		if spin.last.Load() != c {
+			spin.last.Store(c)
+		}
 	}
 	if !c.readyGot {
 		return c.r == c.w, nil // nothing there after all
@@ -99,7 +113,7 @@ func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 			return false, err
 		}
 		if body == nil {
-			return c.r == c.w || m == want, nil
+			return c.r == c.w || m == c.want, nil
 		}
 		c.served()
 		if err := fn(body); err != nil {
@@ -110,6 +124,118 @@ func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
 			return false, err
 		}
 	}
+}
+
+// ReadBatch makes the reads of ServeReady for many Conns at once: through
+// io_uring, one system call for them all, where the kernel allows it.
+// Add each Conn, Read, then Serve each in the order added. One goroutine
+// uses it at a time; the Conns' sockets must stay open until Read returns.
+type ReadBatch struct {
+	// Recvmsg makes the batch read one Conn at a time, never through io_uring.
+	Recvmsg bool
+
+	conns []*Conn
+	errs  []error
+	fds   []int
+	msgs  []*unix.Msghdr
+	res   []int32
+	slot  []int
+}
+
+// Add queues c's read.
+func (b *ReadBatch) Add(c *Conn) {
+	b.conns = append(b.conns, c)
+	b.errs = append(b.errs, c.prepareReady())
+}
+
+// Read makes the queued reads.
+func (b *ReadBatch) Read() {
+	var r *ring
+	if !b.Recvmsg && len(b.conns) > 1 {
+		r = takeRing()
+	}
+	b.fds, b.msgs, b.slot = b.fds[:0], b.msgs[:0], b.slot[:0]
+	for i, c := range b.conns {
+		c.readyGot = false
+		if b.errs[i] != nil {
+			continue
+		}
+		ip, ok := c.sk.(*InputPolled)
+		if r == nil || !ok {
+			if err := c.rc.Control(c.readyFn); err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					err = ErrClosed
+				}
+				b.errs[i] = err
+			}
+			continue
+		}
+		c.setupMsg()
+		b.fds, b.msgs, b.slot = append(b.fds, ip.fd), append(b.msgs, &c.msg), append(b.slot, i)
+	}
+	if r == nil {
+		return
+	}
+	for start := 0; start < len(b.fds); start += ringEntries {
+		end := min(start+ringEntries, len(b.fds))
+		if cap(b.res) < ringEntries {
+			b.res = make([]int32, ringEntries)
+		}
+		res := b.res[:end-start]
+		for i := range res {
+			res[i] = -int32(unix.EINPROGRESS)
+		}
+		err := r.recvmsgAll(b.fds[start:end], b.msgs[start:end], res)
+		got := 0
+		for k, n := range res {
+			i := b.slot[start+k]
+			c := b.conns[i]
+			switch {
+			case n == -int32(unix.EINPROGRESS):
+				// Left in flight by a failed ring: what it read is lost, and
+				// the connection with it.
+				b.errs[i] = errRingBroken
+			case n == -int32(unix.EINVAL) || n == -int32(unix.EOPNOTSUPP):
+				// The kernel has io_uring but not this operation: one
+				// recvmsg each, from now on.
+				uringFailed(os.NewSyscallError("io_uring recvmsg", syscall.Errno(-n)))
+				if err := c.rc.Control(c.readyFn); err != nil {
+					b.errs[i] = err
+				}
+			case n < 0:
+				c.readyGot = c.gotMsg(0, syscall.Errno(-n))
+				got++
+			default:
+				c.readyGot = c.gotMsg(int(n), 0)
+				got++
+			}
+		}
+		uringRecvs.Add(uint64(got))
+		if err != nil {
+			r.close()
+			uringFailed(err)
+			r = nil
+			break
+		}
+	}
+	if r != nil {
+		putRing(r)
+	}
+}
+
+// Serve is ServeReady for the i-th Conn added, once Read has read it.
+func (b *ReadBatch) Serve(i int, fn func(body []byte) error) (bool, error) {
+	if b.errs[i] != nil {
+		return false, b.errs[i]
+	}
+	return b.conns[i].serveRead(fn)
+}
+
+// Reset empties the batch.
+func (b *ReadBatch) Reset() {
+	clear(b.conns)
+	clear(b.msgs)
+	b.conns, b.errs, b.msgs = b.conns[:0], b.errs[:0], b.msgs[:0]
 }
 
 // Started reports whether a frame has started to arrive and is not whole

@@ -304,3 +304,97 @@ func TestTryWritePart(t *testing.T) {
 		t.Fatalf("after FinishWrite: %d, %v", m, err)
 	}
 }
+
+// TestReadBatch: the reads of a batch, through io_uring or one recvmsg
+// each, give each Conn what ServeReady would have: its frames, nothing for
+// an empty socket, the end of input, and a protocol error for a descriptor
+// sent where none may come.
+func TestReadBatch(t *testing.T) {
+	withIOURing(t, func(t *testing.T, ring bool) {
+		type conn struct{ c, peer *Conn }
+		var cs []conn
+		for range 5 {
+			c, _, peer := polledPair(t)
+			cs = append(cs, conn{c, peer})
+		}
+		cs[0].peer.WriteFrame(framesOf(bodies(1, 2)), nil)
+		// cs[1]: nothing sent.
+		cs[2].peer.WriteFrame(framesOf(bodies(3)), nil)
+		cs[2].peer.Close()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		pipes := openFDsOf(t, "pipe:")
+		cs[3].c.allowFDs = false
+		if err := cs[3].peer.WriteFrame(framesOf(bodies(4)), w); err != nil {
+			t.Fatal(err)
+		}
+		cs[4].peer.Close()
+
+		before := IOURingRecvs()
+		var b ReadBatch
+		for _, c := range cs {
+			b.Add(c.c)
+		}
+		b.Read()
+		got := make([][][]byte, len(cs))
+		type outcome struct {
+			keep bool
+			err  error
+		}
+		var outs []outcome
+		for i := range cs {
+			keep, err := b.Serve(i, collect(&got[i]))
+			outs = append(outs, outcome{keep, err})
+		}
+		b.Reset()
+		if n := IOURingRecvs() - before; ring != (n == uint64(len(cs))) {
+			t.Fatalf("%d reads through io_uring (io_uring: %v)", n, ring)
+		}
+		if !outs[0].keep || outs[0].err != nil || !slices.EqualFunc(got[0], bodies(1, 2), bytes.Equal) {
+			t.Errorf("frames: %+v, %q", outs[0], got[0])
+		}
+		if !outs[1].keep || outs[1].err != nil || len(got[1]) != 0 {
+			t.Errorf("empty socket: %+v, %q", outs[1], got[1])
+		}
+		if !outs[2].keep || outs[2].err != nil || !slices.EqualFunc(got[2], bodies(3), bytes.Equal) {
+			t.Errorf("frame, then the end: %+v, %q", outs[2], got[2])
+		}
+		if !errors.Is(outs[3].err, ErrUnexpectedFD) || len(got[3]) != 0 {
+			t.Errorf("a descriptor: %+v, %q", outs[3], got[3])
+		}
+		if outs[4].keep || !errors.Is(outs[4].err, io.EOF) {
+			t.Errorf("the end: %+v", outs[4])
+		}
+		// The end that came after cs[2]'s frame, read by a second batch.
+		b.Add(cs[2].c)
+		b.Read()
+		if keep, err := b.Serve(0, collect(&got[2])); keep || !errors.Is(err, io.EOF) {
+			t.Errorf("then the end: %v, %v", keep, err)
+		}
+		b.Reset()
+		if fds := openFDsOf(t, "pipe:"); fds != pipes {
+			t.Errorf("%d pipe descriptors open, %d before: a received one leaked", fds, pipes)
+		}
+	})
+}
+
+// openFDsOf counts this process's descriptors whose link starts with
+// prefix.
+func openFDsOf(t *testing.T, prefix string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); len(l) >= len(prefix) && l[:len(prefix)] == prefix {
+			n++
+		}
+	}
+	return n
+}
