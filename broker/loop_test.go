@@ -97,10 +97,12 @@ func TestLoopHandsBack(t *testing.T) {
 			seedService(t, h, "t", "s")
 			r := h.raw(t, true)
 			for range 3 {
+				time.Sleep(20 * time.Millisecond) // the broker waits for input
 				if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
 					t.Fatalf("heartbeat: %#v", rep)
 				}
 			}
+			time.Sleep(20 * time.Millisecond)
 			if rep := r.do(&ipc.GetServiceFilePath{TenantID: "t", ServiceName: "s"}); rep.Kind() != "ServiceFilePath" {
 				t.Fatalf("file path: %#v", rep)
 			}
