@@ -146,18 +146,15 @@ func (r *ring) close() {
 // the ring was made with at a time. The buffers must stay alive and unchanged until it returns;
 // the descriptors must stay open until it returns.
 func (r *ring) sendAll(fds []int, bufs [][]byte, res []int32) error {
-	n := len(fds)
 	tail := atomic.LoadUint32(r.sqTail)
-	for i := range n {
-		idx := (tail + uint32(i)) & r.sqMask
-		r.sqes[idx] = uringSQE{
+	for i := range fds {
+		r.put(tail, i, uringSQE{
 			opcode: uringOpSend, fd: int32(fds[i]),
 			addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(bufs[i])))), len: uint32(len(bufs[i])),
-			msgFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL, userData: uint64(i),
-		}
-		r.sqArray[idx] = idx
+			msgFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL,
+		})
 	}
-	err := r.run(tail, n, res)
+	err := r.run(tail, len(fds), res)
 	runtime.KeepAlive(bufs)
 	return err
 }
@@ -167,20 +164,25 @@ func (r *ring) sendAll(fds []int, bufs [][]byte, res []int32) error {
 // MSG_CMSG_CLOEXEC, and stores what each returned in res, as sendAll. The
 // kernel updates each msghdr's control length and flags as recvmsg does.
 func (r *ring) recvmsgAll(fds []int, msgs []*unix.Msghdr, res []int32) error {
-	n := len(fds)
 	tail := atomic.LoadUint32(r.sqTail)
-	for i := range n {
-		idx := (tail + uint32(i)) & r.sqMask
-		r.sqes[idx] = uringSQE{
+	for i := range fds {
+		r.put(tail, i, uringSQE{
 			opcode: uringOpRecvmsg, fd: int32(fds[i]),
 			addr: uint64(uintptr(unsafe.Pointer(msgs[i]))), len: 1,
-			msgFlags: unix.MSG_DONTWAIT | unix.MSG_CMSG_CLOEXEC, userData: uint64(i),
-		}
-		r.sqArray[idx] = idx
+			msgFlags: unix.MSG_DONTWAIT | unix.MSG_CMSG_CLOEXEC,
+		})
 	}
-	err := r.run(tail, n, res)
+	err := r.run(tail, len(fds), res)
 	runtime.KeepAlive(msgs)
 	return err
+}
+
+// put writes sqe as the i-th entry after tail, its user data i.
+func (r *ring) put(tail uint32, i int, sqe uringSQE) {
+	idx := (tail + uint32(i)) & r.sqMask
+	sqe.userData = uint64(i)
+	r.sqes[idx] = sqe
+	r.sqArray[idx] = idx
 }
 
 // run submits the n entries written from tail and waits for their
