@@ -82,9 +82,9 @@ type Conn struct {
 	serveFn    func([]byte) error
 	serr       error
 	yield      Yield         // see SetYield
-	readyFn    func(uintptr) // ServeReady's
+	readyFn    func(uintptr) // ReadBatch's
 	readyGot   bool
-	want       int           // ServeReady's read size
+	want       int           // ReadBatch's read size
 	early      bool          // earlyIdle set the deadline: do not arm it
 	recvs      int           // recvmsg(2) calls made
 	spinFor    time.Duration // see SetSpin
@@ -330,7 +330,7 @@ func (c *Conn) step(fd uintptr) bool {
 }
 
 // lastServed is the Conn whose frame was served last, by ServeFrames or
-// ServeReady (see SetYield).
+// a ReadBatch (see SetYield).
 var lastServed atomic.Pointer[Conn]
 
 func (c *Conn) served() {

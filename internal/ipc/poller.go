@@ -18,8 +18,8 @@ var (
 	// ErrYield: ServeFrames found the socket empty with no frame started,
 	// and the Conn yields (see SetYield) rather than wait.
 	ErrYield = errors.New("ipc: no input: yielding to the poller")
-	// ErrDeferFrame is returned by a ServeReady callback to leave the frame
-	// it was given, and those after it, to ServeFrames.
+	// ErrDeferFrame is returned by a ReadBatch.Serve callback to leave the
+	// frame it was given, and those after it, to ServeFrames.
 	ErrDeferFrame = errors.New("ipc: frame deferred to the reader")
 )
 
@@ -30,7 +30,7 @@ const (
 	// NoYield: ServeFrames waits for input itself (the default).
 	NoYield Yield = iota
 	// YieldWhenBusy: it yields unless its Conn's frame was the last one
-	// served in the process, by ServeFrames or ServeReady: with no other
+	// served in the process, by ServeFrames or a ReadBatch: with no other
 	// connection busy, its own reader serves it with fewer system calls
 	// and can spin for it.
 	YieldWhenBusy
@@ -41,37 +41,11 @@ const (
 // SetYield makes ServeFrames return ErrYield, rather than wait, when a read
 // finds the socket empty and no frame has started (after any spin), as y
 // says, so that an event loop can watch the socket with many others
-// (Poller) and serve it with ServeReady until it hands it back. The
+// (Poller) and serve it (ReadBatch) until it hands it back. The
 // reader's goroutine then calls ServeFrames again.
 func (c *Conn) SetYield(y Yield) { c.yield = y }
 
-// ServeReady serves what the socket holds now, for an event loop, while the
-// reader's goroutine waits for the loop to hand the Conn back: one read
-// that never waits, then fn with every whole frame, in order, as
-// ServeFrames does. fn may return ErrDeferFrame to leave the frame it was
-// given, and those after it, buffered for ServeFrames.
-//
-// It reports whether the loop may keep the Conn: false when a frame has
-// started that a read short of the buffer did not finish (the socket is
-// empty: its deadline is the reader's to keep), after fn deferred a frame,
-// and with any error, the read's or fn's, which ServeFrames would have
-// returned. After a read that filled the buffer a frame may be left
-// unfinished (Started) while the socket holds the rest.
-func (c *Conn) ServeReady(fn func(body []byte) error) (bool, error) {
-	if err := c.prepareReady(); err != nil {
-		return false, err
-	}
-	c.readyGot = false
-	if err := c.rc.Control(c.readyFn); err != nil {
-		if errors.Is(err, net.ErrClosed) {
-			err = ErrClosed
-		}
-		return false, err
-	}
-	return c.serveRead(fn)
-}
-
-// prepareReady makes room for ServeReady's read.
+// prepareReady makes room for a ReadBatch's read.
 func (c *Conn) prepareReady() error {
 	_, need, err := c.next() // no whole frame is buffered: ServeFrames served them
 	if err != nil {
@@ -85,8 +59,8 @@ func (c *Conn) prepareReady() error {
 	return nil
 }
 
-// serveRead is ServeReady once the read is made (readyGot and the recvmsg
-// outcome set).
+// serveRead is ReadBatch.Serve once the read is made (readyGot and the
+// recvmsg outcome set).
 func (c *Conn) serveRead(fn func(body []byte) error) (bool, error) {
 	if c.spinFor > 0 {
 		spin.serving.Add(1)
@@ -126,10 +100,13 @@ func (c *Conn) serveRead(fn func(body []byte) error) (bool, error) {
 	}
 }
 
-// ReadBatch makes the reads of ServeReady for many Conns at once: through
-// io_uring, one system call for them all, where the kernel allows it.
-// Add each Conn, Read, then Serve each in the order added. One goroutine
-// uses it at a time; the Conns' sockets must stay open until Read returns.
+// ReadBatch serves what the sockets of many Conns hold now, for an event
+// loop, while their readers' goroutines wait for the loop to hand them back
+// (see SetYield): one read each that never waits, all of them through
+// io_uring in one system call where the kernel allows it, then the whole
+// frames of each, in order, as ServeFrames would. Add each Conn, Read, then
+// Serve each in the order added. One goroutine uses it at a time; the
+// Conns' sockets must stay open until Read returns.
 type ReadBatch struct {
 	// Recvmsg makes the batch read one Conn at a time, never through io_uring.
 	Recvmsg bool
@@ -223,7 +200,16 @@ func (b *ReadBatch) Read() {
 	}
 }
 
-// Serve is ServeReady for the i-th Conn added, once Read has read it.
+// Serve calls fn with each whole frame the i-th Conn added has buffered,
+// once Read has read it. fn may return ErrDeferFrame to leave the frame it
+// was given, and those after it, buffered for ServeFrames.
+//
+// It reports whether the loop may keep the Conn: false when a frame has
+// started that a read short of the buffer did not finish (the socket is
+// empty: its deadline is the reader's to keep), after fn deferred a frame,
+// and with any error, the read's or fn's, which ServeFrames would have
+// returned. After a read that filled the buffer a frame may be left
+// unfinished (Started) while the socket holds the rest.
 func (b *ReadBatch) Serve(i int, fn func(body []byte) error) (bool, error) {
 	if b.errs[i] != nil {
 		return false, b.errs[i]
@@ -243,7 +229,7 @@ func (b *ReadBatch) Reset() {
 func (c *Conn) Started() bool { return c.w > c.r }
 
 // Poller watches many connections for input, level-triggered, for an event
-// loop that serves them from one goroutine (Conn.ServeReady). It is an epoll
+// loop that serves them from one goroutine (ReadBatch). It is an epoll
 // instance that the runtime poller watches in turn, so the loop's goroutine
 // waits as any other does. Add and Remove may be called from any goroutine;
 // Wait and Poll from one at a time.
@@ -254,7 +240,6 @@ type Poller struct {
 	evs    []unix.EpollEvent
 	n      int
 	waitFn func(uintptr) bool
-	pollFn func(uintptr)
 	closed atomic.Bool
 }
 
@@ -276,7 +261,6 @@ func NewPoller() (*Poller, error) {
 	// The runtime forgets readiness it reported before a wait began, so
 	// the wait must look again, even right after a Poll.
 	p.waitFn = func(uintptr) bool { return p.poll() > 0 }
-	p.pollFn = func(uintptr) { p.poll() }
 	return p, nil
 }
 
@@ -336,7 +320,8 @@ func (p *Poller) ctlFD(op, fd int, ev *unix.EpollEvent) error {
 
 // Wait appends to tokens those of the sockets with input, waiting until
 // there is one, or until the deadline set by SetDeadline (then the error
-// matches os.ErrDeadlineExceeded) or Close (ErrClosed).
+// matches os.ErrDeadlineExceeded) or Close (ErrClosed). A socket keeps
+// being reported while it has input, though only new input ends a wait.
 func (p *Poller) Wait(tokens []uint64) ([]uint64, error) {
 	p.n = 0
 	if err := p.rc.Read(p.waitFn); err != nil {
@@ -346,17 +331,6 @@ func (p *Poller) Wait(tokens []uint64) ([]uint64, error) {
 		return tokens, err
 	}
 	return p.tokens(tokens), nil
-}
-
-// Poll is Wait without the wait: it appends the tokens of the sockets with
-// input now, if any. A socket that Wait or Poll reported keeps being
-// reported by both while it has input, but only new input wakes a Wait.
-func (p *Poller) Poll(tokens []uint64) []uint64 {
-	p.n = 0
-	if p.rc.Control(p.pollFn) != nil {
-		return tokens
-	}
-	return p.tokens(tokens)
 }
 
 // poll is one epoll_wait(2) that does not wait.

@@ -10,7 +10,24 @@ import (
 	"time"
 )
 
-// collect is a ServeReady callback that keeps copies of the bodies.
+// serveReady serves what c's socket holds now through a ReadBatch of one.
+func serveReady(c *Conn, fn func([]byte) error) (bool, error) {
+	var b ReadBatch
+	b.Add(c)
+	b.Read()
+	defer b.Reset()
+	return b.Serve(0, fn)
+}
+
+// pollNow is Wait without the wait: the tokens of the sockets with input
+// now.
+func pollNow(p *Poller) []uint64 {
+	p.n = 0
+	p.rc.Control(func(uintptr) { p.poll() })
+	return p.tokens(nil)
+}
+
+// collect is a ReadBatch.Serve callback that keeps copies of the bodies.
 func collect(got *[][]byte) func([]byte) error {
 	return func(body []byte) error {
 		*got = append(*got, bytes.Clone(body))
@@ -52,7 +69,7 @@ func TestPoller(t *testing.T) {
 	if err := p.Add(c2, tok2); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Poll(nil); len(got) != 0 {
+	if got := pollNow(p); len(got) != 0 {
 		t.Fatalf("no input yet, polled %v", got)
 	}
 	p.SetDeadline(time.Now().Add(50 * time.Millisecond))
@@ -68,18 +85,18 @@ func TestPoller(t *testing.T) {
 		t.Fatalf("wait: %v, %v; want [%d]", got, err, uint64(tok1))
 	}
 	for range 2 { // still there: reported again
-		if got := p.Poll(nil); !slices.Equal(got, []uint64{tok1}) {
+		if got := pollNow(p); !slices.Equal(got, []uint64{tok1}) {
 			t.Fatalf("unread input polled as %v", got)
 		}
 	}
 	var got [][]byte
-	if keep, err := c1.ServeReady(collect(&got)); !keep || err != nil {
-		t.Fatalf("ServeReady: keep %v, %v", keep, err)
+	if keep, err := serveReady(c1, collect(&got)); !keep || err != nil {
+		t.Fatalf("serve: keep %v, %v", keep, err)
 	}
 	if !slices.EqualFunc(got, bodies(1), bytes.Equal) {
 		t.Fatalf("served %q", got)
 	}
-	if got := p.Poll(nil); len(got) != 0 {
+	if got := pollNow(p); len(got) != 0 {
 		t.Fatalf("all read, polled %v", got)
 	}
 
@@ -99,7 +116,7 @@ func TestPoller(t *testing.T) {
 	if err := p.Remove(c2); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Poll(nil); len(got) != 0 {
+	if got := pollNow(p); len(got) != 0 {
 		t.Fatalf("removed, still polled: %v", got)
 	}
 
@@ -119,7 +136,7 @@ func TestPoller(t *testing.T) {
 	}
 }
 
-// TestServeReady: ServeReady serves the whole frames one read brings and
+// TestServeReady: a ReadBatch serves the whole frames one read brings and
 // keeps the Conn only when no frame is left unfinished; a deferred frame,
 // and one cut short, are then served by ServeFrames, in order; the end of
 // input and fn's errors are reported.
@@ -128,14 +145,14 @@ func TestServeReady(t *testing.T) {
 		c, _, peer := polledPair(t)
 		peer.WriteFrame(framesOf(bodies(1, 2, 3)), nil)
 		var got [][]byte
-		if keep, err := c.ServeReady(collect(&got)); !keep || err != nil {
+		if keep, err := serveReady(c, collect(&got)); !keep || err != nil {
 			t.Fatalf("keep %v, %v", keep, err)
 		}
 		if !slices.EqualFunc(got, bodies(1, 2, 3), bytes.Equal) {
 			t.Fatalf("served %q", got)
 		}
 		// Nothing to read: kept, nothing served.
-		if keep, err := c.ServeReady(collect(&got)); !keep || err != nil || len(got) != 3 {
+		if keep, err := serveReady(c, collect(&got)); !keep || err != nil || len(got) != 3 {
 			t.Fatalf("empty socket: keep %v, %v, served %d", keep, err, len(got))
 		}
 	})
@@ -144,7 +161,7 @@ func TestServeReady(t *testing.T) {
 		all := framesOf(bodies(1, 2))
 		peer.WriteFrame(all[:len(all)-2], nil)
 		var got [][]byte
-		if keep, err := c.ServeReady(collect(&got)); keep || err != nil {
+		if keep, err := serveReady(c, collect(&got)); keep || err != nil {
 			t.Fatalf("a frame cut short: keep %v, %v", keep, err)
 		}
 		if !slices.EqualFunc(got, bodies(1), bytes.Equal) {
@@ -161,7 +178,7 @@ func TestServeReady(t *testing.T) {
 		c, _, peer := polledPair(t)
 		peer.WriteFrame(framesOf(bodies(1, 2, 3)), nil)
 		var got [][]byte
-		keep, err := c.ServeReady(func(body []byte) error {
+		keep, err := serveReady(c, func(body []byte) error {
 			if body[0] == 2 {
 				return ErrDeferFrame
 			}
@@ -182,9 +199,9 @@ func TestServeReady(t *testing.T) {
 		peer.WriteFrame(framesOf(bodies(1)), nil)
 		peer.Close()
 		var got [][]byte
-		keep, err := c.ServeReady(collect(&got))
+		keep, err := serveReady(c, collect(&got))
 		if keep && err == nil {
-			keep, err = c.ServeReady(collect(&got)) // the end came after the frame
+			keep, err = serveReady(c, collect(&got)) // the end came after the frame
 		}
 		if keep || !errors.Is(err, io.EOF) || len(got) != 1 {
 			t.Fatalf("keep %v, %v, served %d", keep, err, len(got))
@@ -196,7 +213,7 @@ func TestServeReady(t *testing.T) {
 		peer.WriteFrame(f[:5], nil)
 		peer.Close()
 		var got [][]byte
-		if keep, err := c.ServeReady(collect(&got)); keep || err != nil {
+		if keep, err := serveReady(c, collect(&got)); keep || err != nil {
 			t.Fatalf("keep %v, %v", keep, err)
 		}
 		if err := c.ServeFrames(collect(&got)); !errors.Is(err, io.ErrUnexpectedEOF) || len(got) != 0 {
@@ -208,7 +225,7 @@ func TestServeReady(t *testing.T) {
 		peer.WriteFrame(framesOf(bodies(1, 2)), nil)
 		boom := errors.New("boom")
 		n := 0
-		keep, err := c.ServeReady(func([]byte) error { n++; return boom })
+		keep, err := serveReady(c, func([]byte) error { n++; return boom })
 		if keep || !errors.Is(err, boom) || n != 1 {
 			t.Fatalf("keep %v, %v, %d calls", keep, err, n)
 		}
@@ -306,7 +323,7 @@ func TestTryWritePart(t *testing.T) {
 }
 
 // TestReadBatch: the reads of a batch, through io_uring or one recvmsg
-// each, give each Conn what ServeReady would have: its frames, nothing for
+// each, give each Conn what a read of its own would have: its frames, nothing for
 // an empty socket, the end of input, and a protocol error for a descriptor
 // sent where none may come.
 func TestReadBatch(t *testing.T) {
