@@ -245,8 +245,7 @@ func (c *Conn) ServeFrames(fn func(body []byte) error) error {
 	defer func() {
 		c.serveFn = nil
 		c.stopSpin()
-		spin.last.CompareAndSwap(c, nil) // hold no closed Conn
-		lastServed.CompareAndSwap(c, nil)
+		lastServed.CompareAndSwap(c, nil) // hold no closed Conn
 	}()
 	early := false
 	for {
@@ -277,9 +276,6 @@ func (c *Conn) step(fd uintptr) bool {
 	if c.spinFor > 0 {
 		spin.serving.Add(1)
 		defer spin.serving.Add(-1)
-		if spin.last.Load() != c {
-			spin.last.Store(c)
-		}
 	}
 	for {
 		body, need, err := c.next()
@@ -330,7 +326,7 @@ func (c *Conn) step(fd uintptr) bool {
 }
 
 // lastServed is the Conn whose frame was served last, by ServeFrames or
-// a ReadBatch (see SetYield).
+// a ReadBatch (see SetSpin and SetYield).
 var lastServed atomic.Pointer[Conn]
 
 func (c *Conn) served() {
@@ -341,11 +337,10 @@ func (c *Conn) served() {
 
 // The spin of ServeFrames (see SetSpin) is shared by every Conn of the
 // process: one spins at a time, and only while no other is being served
-// and it was the last to be.
+// and it was the last to be (lastServed).
 var spin struct {
 	held    atomic.Bool
 	serving atomic.Int32
-	last    atomic.Pointer[Conn]
 }
 
 // SetSpin makes ServeFrames, after a read that emptied the socket, read
@@ -375,7 +370,7 @@ func (c *Conn) startSpin() bool {
 		return false
 	}
 	c.idleFrom = time.Now()
-	if c.gap > c.spinFor || spin.last.Load() != c || spin.serving.Load() > 1 || !spin.held.CompareAndSwap(false, true) {
+	if c.gap > c.spinFor || lastServed.Load() != c || spin.serving.Load() > 1 || !spin.held.CompareAndSwap(false, true) {
 		return false
 	}
 	c.spinning = true
@@ -388,7 +383,7 @@ func (c *Conn) keepSpinning() bool {
 	if !c.spinning {
 		return false
 	}
-	if spin.last.Load() == c && spin.serving.Load() == 1 && time.Since(c.idleFrom) < c.spinFor {
+	if lastServed.Load() == c && spin.serving.Load() == 1 && time.Since(c.idleFrom) < c.spinFor {
 		runtime.Gosched() // anything runnable goes first
 		return true
 	}

@@ -65,9 +65,6 @@ func (c *Conn) serveRead(fn func(body []byte) error) (bool, error) {
 	if c.spinFor > 0 {
 		spin.serving.Add(1)
 		defer spin.serving.Add(-1)
-		if spin.last.Load() != c {
-			spin.last.Store(c)
-		}
 	}
 	if !c.readyGot {
 		return c.r == c.w, nil // nothing there after all

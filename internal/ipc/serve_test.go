@@ -210,3 +210,49 @@ func TestServeFramesSpin(t *testing.T) {
 		t.Fatal("the spin is still held after ServeFrames returned")
 	}
 }
+
+// TestServeFramesSpinYields: a spin ends as soon as another connection is
+// served, whether or not that one spins itself.
+func TestServeFramesSpinYields(t *testing.T) {
+	a, b := pair(t, 0, false)
+	c, d := pair(t, 0, false)
+	const window = 2 * time.Second
+	b.SetSpin(window)
+	var reads atomic.Int64
+	doneB := serveEcho(b, &reads)
+	doneD := serveEcho(d, &reads)
+	roundTrip := func(x *Conn) {
+		t.Helper()
+		if err := x.WriteFrame(frameOf([]byte("ping")), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		roundTrip(a) // fast: the spin starts
+	}
+	waitHeld := func(want bool, within time.Duration) bool {
+		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if spin.held.Load() == want {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitHeld(true, time.Second) {
+		t.Fatal("no spin after the replies to a fast client")
+	}
+	roundTrip(c) // another connection, which does not spin, is served
+	if !waitHeld(false, window/4) {
+		t.Fatal("the spin went on while another connection was served")
+	}
+	a.uc.CloseWrite()
+	c.uc.CloseWrite()
+	for _, done := range []<-chan error{doneB, doneD} {
+		if err := <-done; !errors.Is(err, io.EOF) {
+			t.Fatalf("ServeFrames: %v", err)
+		}
+	}
+}
