@@ -2,7 +2,6 @@ package broker
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,9 +164,9 @@ func (l *loop) sweep() {
 		switch s := sl.s; {
 		case s == nil:
 		case l.frameTO > 0 && !s.frameFrom.IsZero() && now.Sub(s.frameFrom) >= l.frameTO:
-			l.giveBack(s, fmt.Errorf("%w (%v)", ipc.ErrFrameTimeout, l.frameTO))
+			l.giveBack(s, ipc.FrameTimeoutError(l.frameTO))
 		case l.idle > 0 && s.frameFrom.IsZero() && now.Sub(s.lastIn) >= l.idle:
-			l.giveBack(s, fmt.Errorf("%w: nothing received for %v", ipc.ErrIdle, l.idle))
+			l.giveBack(s, ipc.IdleError(l.idle))
 		}
 	}
 	l.mu.Unlock()

@@ -580,10 +580,18 @@ func (c *Conn) timeoutErr(err error) error {
 		return err
 	}
 	if c.inFrame {
-		return fmt.Errorf("%w (%v)", ErrFrameTimeout, c.frameTO)
+		return FrameTimeoutError(c.frameTO)
 	}
-	return fmt.Errorf("%w: nothing received for %v", ErrIdle, c.idle)
+	return IdleError(c.idle)
 }
+
+// FrameTimeoutError is the error of a frame not finished within d: it
+// matches ErrFrameTimeout.
+func FrameTimeoutError(d time.Duration) error { return fmt.Errorf("%w (%v)", ErrFrameTimeout, d) }
+
+// IdleError is the error of a connection that sent nothing for d: it
+// matches ErrIdle.
+func IdleError(d time.Duration) error { return fmt.Errorf("%w: nothing received for %v", ErrIdle, d) }
 
 // read wraps recvmsg(2) with MSG_CMSG_CLOEXEC, through the runtime poller.
 func (c *Conn) read(p []byte) (int, error) {
