@@ -28,6 +28,18 @@ func anonFDs(t *testing.T, pid int, kind string) int {
 	return n
 }
 
+// serveWith starts `serve` with flags on a socket and data directory of its
+// own, and returns it once its socket is there.
+func serveWith(t *testing.T, flags ...string) (*proc, string) {
+	t.Helper()
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "commy.sock")
+	args := append([]string{"--socket", sock, "serve", "--data-dir", filepath.Join(dir, "data")}, flags...)
+	p := commyProc(t, nil, args...)
+	waitForFile(t, sock)
+	return p, sock
+}
+
 // TestNoIOURingFlag: `serve` writes fan-outs through io_uring where the
 // kernel has it, and `serve --no-io-uring` never makes an instance, even
 // for a fan-out.
@@ -35,14 +47,11 @@ func TestNoIOURingFlag(t *testing.T) {
 	uring := ipc.IOURing() == nil
 	for _, off := range []bool{false, true} {
 		t.Run(fmt.Sprintf("no-io-uring=%v", off), func(t *testing.T) {
-			dir := shortDir(t)
-			sock := filepath.Join(dir, "commy.sock")
-			args := []string{"--socket", sock, "serve", "--data-dir", filepath.Join(dir, "data")}
+			var flags []string
 			if off {
-				args = append(args, "--no-io-uring")
+				flags = append(flags, "--no-io-uring")
 			}
-			p := commyProc(t, nil, args...)
-			waitForFile(t, sock)
+			p, sock := serveWith(t, flags...)
 			ctx := t.Context()
 			c, err := client.Dial(ctx, sock)
 			if err != nil {
@@ -95,14 +104,11 @@ func TestNoIOURingFlag(t *testing.T) {
 func TestNoEventLoopFlag(t *testing.T) {
 	count := map[bool]int{}
 	for _, off := range []bool{false, true} {
-		dir := shortDir(t)
-		sock := filepath.Join(dir, "commy.sock")
-		args := []string{"--socket", sock, "serve", "--data-dir", filepath.Join(dir, "data")}
+		var flags []string
 		if off {
-			args = append(args, "--no-event-loop")
+			flags = append(flags, "--no-event-loop")
 		}
-		p := commyProc(t, nil, args...)
-		waitForFile(t, sock)
+		p, sock := serveWith(t, flags...)
 		c, err := client.Dial(t.Context(), sock) // served: the broker is up
 		if err != nil {
 			t.Fatal(err)
