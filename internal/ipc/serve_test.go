@@ -183,23 +183,15 @@ func TestServeFramesSpin(t *testing.T) {
 	if r := reads.Load() - before; r < 4*n {
 		t.Fatalf("%d reads for %d requests answered at once: no spin (two each without)", r, n)
 	}
-	held := func(want bool, within time.Duration) bool {
-		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(time.Millisecond) {
-			if spin.held.Load() == want {
-				return true
-			}
-		}
-		return false
-	}
-	if !held(true, time.Second) {
+	if !spinHeld(true, time.Second) {
 		t.Fatal("no spin after the reply to a fast client")
 	}
-	if !held(false, time.Second) {
+	if !spinHeld(false, time.Second) {
 		t.Fatal("the spin did not end when the client went quiet")
 	}
 	time.Sleep(2 * window) // the next request comes slower than the spin
 	roundTrip()
-	if held(true, window+10*time.Millisecond) {
+	if spinHeld(true, window+10*time.Millisecond) {
 		t.Fatal("spun for a client slower than the spin")
 	}
 	a.uc.CloseWrite()
@@ -233,19 +225,11 @@ func TestServeFramesSpinYields(t *testing.T) {
 	for range 5 {
 		roundTrip(a) // fast: the spin starts
 	}
-	waitHeld := func(want bool, within time.Duration) bool {
-		for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(time.Millisecond) {
-			if spin.held.Load() == want {
-				return true
-			}
-		}
-		return false
-	}
-	if !waitHeld(true, time.Second) {
+	if !spinHeld(true, time.Second) {
 		t.Fatal("no spin after the replies to a fast client")
 	}
 	roundTrip(c) // another connection, which does not spin, is served
-	if !waitHeld(false, window/4) {
+	if !spinHeld(false, window/4) {
 		t.Fatal("the spin went on while another connection was served")
 	}
 	a.uc.CloseWrite()
@@ -255,4 +239,15 @@ func TestServeFramesSpinYields(t *testing.T) {
 			t.Fatalf("ServeFrames: %v", err)
 		}
 	}
+}
+
+// spinHeld reports whether the process's spin is held (want true) or free
+// (false) within the time given.
+func spinHeld(want bool, within time.Duration) bool {
+	for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if spin.held.Load() == want {
+			return true
+		}
+	}
+	return false
 }
