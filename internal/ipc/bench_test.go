@@ -25,3 +25,29 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeReply is a client's cost of a VariableData reply.
+func BenchmarkDecodeReply(b *testing.B) {
+	f, _ := EncodeFrame(&VariableData{Header: Header{ID: 7}, ServiceID: "acme_orders", VariableName: "count", Data: make([]byte, 64), Version: 9})
+	body := f[HeaderLen:]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Decode(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeNotice is a subscriber's cost of a VariablesUpdated
+// notice, decoded into the message it reuses.
+func BenchmarkDecodeNotice(b *testing.B) {
+	f, _ := EncodeFrame(&VariablesUpdated{ServiceID: "acme_orders", Variables: []string{"count", "limit"}, Versions: []uint64{9, 1000}})
+	body := f[HeaderLen:]
+	var m VariablesUpdated
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := DecodeInto(body, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -56,6 +56,9 @@ func Decode(body []byte) (Message, Header, error) {
 		return nil, headerOf(body), fmt.Errorf("%w: %q", ErrUnknownMessage, typ)
 	}
 	m := mk()
+	if fastDecode(body, m) {
+		return m, *m.Hdr(), nil
+	}
 	if err := decMode.Unmarshal(body, m); err != nil {
 		return nil, headerOf(body), fmt.Errorf("%w: %s: %w", ErrInvalidRequest, typ, err)
 	}
@@ -74,6 +77,9 @@ func DecodeInto(body []byte, m Message) error {
 	}
 	if string(typ) != m.Kind() {
 		return fmt.Errorf("%w: %q where %s was due", ErrInvalidRequest, typ, m.Kind())
+	}
+	if fastDecode(body, m) {
+		return nil
 	}
 	if err := decMode.Unmarshal(body, m); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalidRequest, typ, err)
@@ -144,7 +150,9 @@ func EncodeFrame(m Message) ([]byte, error) {
 func appendFrame(b *bytes.Buffer, m Message) ([]byte, error) {
 	m.Hdr().Type = m.Kind()
 	b.Write([]byte{0, 0, 0, 0})
-	if err := encMode.MarshalToBuffer(m, b); err != nil {
+	if p, ok := fastEncode(b.AvailableBuffer(), m); ok {
+		b.Write(p)
+	} else if err := encMode.MarshalToBuffer(m, b); err != nil {
 		return nil, fmt.Errorf("ipc: encode %s: %w", m.Kind(), err)
 	}
 	out := b.Bytes()
