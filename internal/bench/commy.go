@@ -110,6 +110,13 @@ func (cc *commyConn) queue(m ipc.Message) error {
 
 // roundTrip sends the batch and reads n replies, returning the last.
 func (cc *commyConn) roundTrip(n int) (ipc.Message, error) {
+	return cc.roundTripInto(n, nil)
+}
+
+// roundTripInto is roundTrip decoding each reply into into, which it
+// reuses, as the Redis side reads every reply into reused buffers, when
+// the reply is of into's type; an Error reply comes back as the error.
+func (cc *commyConn) roundTripInto(n int, into ipc.Message) (ipc.Message, error) {
 	err := cc.c.WriteFrame(cc.buf, nil)
 	cc.buf = cc.buf[:0]
 	if err != nil {
@@ -121,12 +128,19 @@ func (cc *commyConn) roundTrip(n int) (ipc.Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if into != nil && ipc.DecodeInto(body, into) == nil {
+			last = into
+			continue
+		}
 		m, _, err := ipc.Decode(body)
 		if err != nil {
 			return nil, err
 		}
 		if e, ok := m.(*ipc.Error); ok {
 			return nil, &ipc.RemoteError{Code: e.ErrorCode, Message: e.Message}
+		}
+		if into != nil {
+			return nil, fmt.Errorf("bench: commy: %s where %s was due", m.Kind(), into.Kind())
 		}
 		last = m
 	}
@@ -147,8 +161,10 @@ func (cc *commyConn) Close() error {
 
 type commyClient struct {
 	*commyConn
-	read  ipc.ReadVariable
-	write ipc.WriteVariable
+	read    ipc.ReadVariable
+	write   ipc.WriteVariable
+	data    ipc.VariableData    // read's replies
+	written ipc.VariableWritten // write's replies
 }
 
 // Conn implements System.
@@ -170,7 +186,7 @@ func (cc *commyClient) Read(n int) error {
 			return err
 		}
 	}
-	_, err := cc.roundTrip(n)
+	_, err := cc.roundTripInto(n, &cc.data)
 	return err
 }
 
@@ -181,7 +197,7 @@ func (cc *commyClient) Write(n int, value []byte) error {
 			return err
 		}
 	}
-	_, err := cc.roundTrip(n)
+	_, err := cc.roundTripInto(n, &cc.written)
 	return err
 }
 
