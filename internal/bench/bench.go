@@ -83,6 +83,11 @@ type Config struct {
 	Rounds      int           // writes measured in the notify and fanout scenarios
 	Stalled     int           // extra subscribers that never read, in notify and fanout
 	Warmup      int           // unmeasured requests per client before each scenario
+	// Alternate, with more than one system, runs each measurement in that
+	// many slices, system after system for each slice, and adds the slices
+	// up, so that a swing in the machine's speed falls on every system
+	// alike. Requests, Duration, Rounds and Warmup are shared out.
+	Alternate int
 	// Progress, when set, is told how far each measurement is.
 	Progress Progress
 }
@@ -158,14 +163,35 @@ func (c Config) withDefaults() Config {
 	if c.Warmup < 0 {
 		c.Warmup = 0
 	}
+	if c.Alternate <= 0 {
+		c.Alternate = 1
+	}
+	return c
+}
+
+// slice is the part of c that the k-th of n slices of a measurement runs:
+// each count shared out with the remainder on the first slices, so that
+// the slices add up to c.
+func (c Config) slice(k, n int) Config {
+	share := func(v int) int { return v/n + min(1, max(0, v%n-k)) }
+	c.Requests, c.Rounds = share(c.Requests), share(c.Rounds)
+	c.Duration /= time.Duration(n)
+	if c.Warmup > 0 {
+		c.Warmup = max(1, c.Warmup/n)
+	}
 	return c
 }
 
 // Run measures every scenario of cfg on every system, system after system
-// for each measurement, so their figures come from the same minute.
-// Scenarios a system has no equivalent for are left out of its results.
+// for each measurement (or each slice of it, see Config.Alternate), so
+// their figures come from the same minute. Scenarios a system has no
+// equivalent for are left out of its results.
 func Run(ctx context.Context, cfg Config, systems ...System) ([]Result, error) {
 	cfg = cfg.withDefaults()
+	parts := cfg.Alternate
+	if len(systems) < 2 {
+		parts = 1
+	}
 	var out []Result
 	for _, sc := range cfg.Scenarios {
 		counts := cfg.Clients
@@ -173,31 +199,60 @@ func Run(ctx context.Context, cfg Config, systems ...System) ([]Result, error) {
 			counts = []int{1}
 		}
 		for _, n := range counts {
-			for _, sys := range systems {
-				if err := ctx.Err(); err != nil {
-					return out, err
+			sum := make([]*Result, len(systems))
+			skip := make([]bool, len(systems))
+			for k := range parts {
+				part := ""
+				if parts > 1 {
+					part = fmt.Sprintf(" (%d/%d)", k+1, parts)
 				}
-				r, err := measure(ctx, cfg, sys, sc, n)
-				if errors.Is(err, ErrNotSupported) {
-					continue
+				for i, sys := range systems {
+					if skip[i] {
+						continue
+					}
+					if err := ctx.Err(); err != nil {
+						return out, err
+					}
+					r, err := measure(ctx, cfg.slice(k, parts), sys, sc, n, part)
+					if errors.Is(err, ErrNotSupported) {
+						skip[i] = true
+						continue
+					}
+					if err != nil {
+						return out, fmt.Errorf("bench: %s %s: %w", sys.Name(), sc, err)
+					}
+					if sum[i] == nil {
+						sum[i] = &r
+					} else {
+						sum[i].add(r)
+					}
 				}
-				if err != nil {
-					return out, fmt.Errorf("bench: %s %s: %w", sys.Name(), sc, err)
+			}
+			for _, r := range sum {
+				if r != nil {
+					r.summarize()
+					out = append(out, *r)
 				}
-				out = append(out, r)
 			}
 		}
 	}
 	return out, nil
 }
 
-func measure(ctx context.Context, cfg Config, sys System, sc string, clients int) (Result, error) {
+// measure runs one measurement, or the slice of one that part names.
+func measure(ctx context.Context, cfg Config, sys System, sc string, clients int, part string) (Result, error) {
 	value := make([]byte, cfg.ValueSize)
 	for i := range value {
 		value[i] = byte('a' + i%26)
 	}
 	r := Result{Scenario: sc, System: sys.Name(), Clients: clients, Pipeline: cfg.Pipeline, ValueSize: cfg.ValueSize}
-	desc := fmt.Sprintf("%-6s %s", sys.Name(), r.Label())
+	switch sc {
+	case ScenarioNotify:
+		r.Subscribers, r.Pipeline = 1, 1
+	case ScenarioFanout:
+		r.Subscribers, r.Pipeline = cfg.Subscribers, 1
+	}
+	desc := fmt.Sprintf("%-6s %s%s", sys.Name(), r.Label(), part)
 	var lat []time.Duration
 	var ops int64
 	var elapsed time.Duration
@@ -228,31 +283,41 @@ func measure(ctx context.Context, cfg Config, sys System, sc string, clients int
 			return m.MappedReader()
 		})
 	case ScenarioNotify, ScenarioFanout:
-		subs := 1
-		if sc == ScenarioFanout {
-			subs = cfg.Subscribers
-		}
-		r.Subscribers, r.Pipeline = subs, 1
-		lat, ops, elapsed, err = fanout(ctx, cfg, desc, sys, subs, value)
+		lat, ops, elapsed, err = fanout(ctx, cfg, desc, sys, r.Subscribers, value)
 	default:
 		return r, fmt.Errorf("bench: unknown scenario %q", sc)
 	}
 	if err != nil {
 		return r, err
 	}
+	r.Latencies, r.Ops, r.Seconds = lat, ops, elapsed.Seconds()
+	r.summarize()
+	return r, nil
+}
+
+// add adds the samples, operations and time of o, a slice of the same
+// measurement, to r.
+func (r *Result) add(o Result) {
+	r.Latencies = append(r.Latencies, o.Latencies...)
+	r.Ops += o.Ops
+	r.Seconds += o.Seconds
+}
+
+// summarize sorts the samples and works out the rate and percentiles.
+func (r *Result) summarize() {
+	lat := r.Latencies
 	slices.Sort(lat)
-	r.Latencies = lat
-	r.Ops, r.Seconds = ops, elapsed.Seconds()
-	if elapsed > 0 {
-		r.OpsPerSec = float64(ops) / elapsed.Seconds()
+	r.OpsPerSec = 0
+	if r.Seconds > 0 {
+		r.OpsPerSec = float64(r.Ops) / r.Seconds
 	}
 	r.P50Micros = micros(Percentile(lat, 50))
 	r.P99Micros = micros(Percentile(lat, 99))
 	r.P999Micros = micros(Percentile(lat, 99.9))
+	r.MaxMicros = 0
 	if len(lat) > 0 {
 		r.MaxMicros = micros(lat[len(lat)-1])
 	}
-	return r, nil
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -26,15 +26,16 @@ func benchCommand() *ucli.Command {
 		Usage: "measure a running broker, and optionally Redis, over Unix sockets",
 		Description: "Runs each scenario against the broker at --socket and, with --redis, against a Redis server on\n" +
 			"a Unix socket in the same run, then prints latency percentiles, throughput and the commy/Redis\n" +
-			"ratios. Scenarios: read (ReadVariable vs GET), mapped-read (a read from the shared mapping),\n" +
-			"write (WriteVariable vs SET), notify (a write until its one subscriber has the notice, vs\n" +
-			"PUBLISH), fanout (a write until the last of --subscribers has it), open (GetServiceFilePath,\n" +
-			"descriptor, mmap and first read). read, mapped-read, write and open run once for each count\n" +
-			"in --clients. The broker gets a tenant of its own for the run (made and deleted again unless\n" +
-			"--service names one that exists); Redis gets a key and a channel. federation (not run by\n" +
-			"default) writes on --socket until a mapped reader on the bridged broker at --remote-socket has\n" +
-			"the value, against a bare JetStream KV put to a watcher on --nats, op by op; --service must\n" +
-			"name a service both bridges federate.",
+			"ratios; with --redis each measurement runs in --alternate slices, commy's and Redis's in turn,\n" +
+			"so that a swing in the machine's speed falls on both alike. Scenarios: read (ReadVariable vs\n" +
+			"GET), mapped-read (a read from the shared mapping), write (WriteVariable vs SET), notify (a\n" +
+			"write until its one subscriber has the notice, vs PUBLISH), fanout (a write until the last of\n" +
+			"--subscribers has it), open (GetServiceFilePath, descriptor, mmap and first read). read,\n" +
+			"mapped-read, write and open run once for each count in --clients. The broker gets a tenant of\n" +
+			"its own for the run (made and deleted again unless --service names one that exists); Redis gets\n" +
+			"a key and a channel. federation (not run by default) writes on --socket until a mapped reader\n" +
+			"on the bridged broker at --remote-socket has the value, against a bare JetStream KV put to a\n" +
+			"watcher on --nats, op by op; --service must name a service both bridges federate.",
 		Flags: []ucli.Flag{
 			&ucli.StringFlag{Name: "scenarios", Aliases: []string{"t"}, Value: strings.Join(bench.Scenarios, ","), Usage: "comma-separated `LIST` of scenarios to run"},
 			&ucli.StringFlag{Name: "clients", Aliases: []string{"c"}, Value: "1,50", Usage: "comma-separated `COUNTS` of concurrent clients"},
@@ -48,6 +49,7 @@ func benchCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "warmup", Value: 200, Usage: "unmeasured requests per client before each measurement"},
 			&ucli.StringFlag{Name: "service", Usage: "`TENANT/SERVICE` to use (default: commy-bench-<pid>/bench, deleted after)"},
 			&ucli.StringFlag{Name: "redis", Usage: "also measure the Redis server on this Unix `SOCKET`"},
+			&ucli.IntFlag{Name: "alternate", Value: 4, Usage: "with --redis, run each measurement in `N` slices, commy's and Redis's in turn, and add them up"},
 			&ucli.StringFlag{Name: "remote-socket", Usage: "federation: the `SOCKET` of the second, bridged broker"},
 			&ucli.StringFlag{Name: "nats", Usage: "federation: the `URL` of the NATS server the bridges use, for the floor"},
 			&ucli.IntFlag{Name: "nats-replicas", Value: 1, Usage: "federation: replicas of the floor's KV bucket (as the bridges' stream)"},
@@ -87,6 +89,7 @@ type benchConfig struct {
 	Subscribers int      `json:"subscribers"`
 	Rounds      int      `json:"rounds"`
 	Stalled     int      `json:"stalled"`
+	Alternate   int      `json:"alternate,omitempty"` // slices, when Redis was measured too
 }
 
 // benchRatio compares commy with Redis on one measurement: latencies as
@@ -175,6 +178,9 @@ func runBench(c *ucli.Context) error {
 		Scenarios: cfg.Scenarios, Clients: cfg.Clients, ValueSize: cfg.ValueSize, Pipeline: cfg.Pipeline,
 		Subscribers: cfg.Subscribers, Rounds: cfg.Rounds, Stalled: cfg.Stalled,
 	}}
+	if len(systems) > 1 {
+		rep.Config.Alternate = cfg.Alternate
+	}
 	if cfg.Duration > 0 {
 		rep.Config.Duration = cfg.Duration.String()
 	} else {
@@ -217,7 +223,7 @@ func benchConfigOf(c *ucli.Context) (bench.Config, error) {
 	cfg := bench.Config{
 		Requests: c.Int("requests"), Duration: c.Duration("duration"), ValueSize: c.Int("size"),
 		Pipeline: c.Int("pipeline"), Subscribers: c.Int("subscribers"), Rounds: c.Int("rounds"),
-		Stalled: c.Int("stalled"), Warmup: c.Int("warmup"),
+		Stalled: c.Int("stalled"), Warmup: c.Int("warmup"), Alternate: c.Int("alternate"),
 	}
 	for _, s := range strings.Split(c.String("scenarios"), ",") {
 		s = strings.TrimSpace(s)
@@ -250,6 +256,8 @@ func benchConfigOf(c *ucli.Context) (bench.Config, error) {
 		return cfg, usagef("--rounds must be at least 1")
 	case cfg.Stalled < 0 || cfg.Warmup < 0:
 		return cfg, usagef("--stalled and --warmup must not be negative")
+	case cfg.Alternate < 1 || cfg.Alternate > 1000:
+		return cfg, usagef("--alternate must be from 1 to 1000")
 	}
 	return cfg, nil
 }
@@ -332,6 +340,9 @@ func printBench(w io.Writer, rep benchReport) {
 	fmt.Fprintf(w, "%d-byte values, pipeline %d, %s per measurement, %d rounds of notify/fanout", cf.ValueSize, cf.Pipeline, amount, cf.Rounds)
 	if cf.Stalled > 0 {
 		fmt.Fprintf(w, ", %d stalled subscribers", cf.Stalled)
+	}
+	if cf.Alternate > 1 {
+		fmt.Fprintf(w, "; each in %d slices, the systems in turn", cf.Alternate)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)

@@ -141,6 +141,9 @@ func TestBench(t *testing.T) {
 		if rep.Machine.RedisVersion == "" {
 			t.Error("no Redis version in the report")
 		}
+		if rep.Config.Alternate != 4 {
+			t.Errorf("config.alternate %d, want the default 4", rep.Config.Alternate)
+		}
 		// The table names both systems and the ratios.
 		code, out, errOut := commy(t, "bench", "-n", "50", "--clients", "1", "-t", "read,write", "--redis", rsock)
 		if code != 0 || !strings.Contains(out, "| read, 1 client ") || !strings.Contains(out, "commy / Redis") {
@@ -157,6 +160,7 @@ func TestBench(t *testing.T) {
 			{[]string{"bench", "-t", "read,nope"}, ExitUsage, `unknown scenario "nope"`},
 			{[]string{"bench", "--clients", "0"}, ExitUsage, "--clients"},
 			{[]string{"bench", "--plot", "x.png"}, ExitUsage, "FILE.svg"},
+			{[]string{"bench", "--alternate", "0"}, ExitUsage, "--alternate"},
 			{[]string{"bench", "-n", "10", "-t", "read", "--redis", filepath.Join(t.TempDir(), "none.sock")}, ExitUnreachable, "no Redis at"},
 			{[]string{"bench", "--socket", filepath.Join(t.TempDir(), "none.sock")}, ExitUnreachable, "no broker at"},
 		} {
