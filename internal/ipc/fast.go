@@ -128,96 +128,93 @@ func count(b []byte) (int, int, bool) {
 func value(b []byte, p any, set bool) (int, bool) {
 	switch p := p.(type) {
 	case *uint64:
-		v, n, ok := head(b, majUint)
-		if ok && set {
-			*p = v
-		}
-		return n, ok
+		return uintAt(b, p, set)
 	case *string:
-		s, n, ok := str(b, majText, !set)
-		if ok && set && *p != string(s) {
-			*p = string(s)
-		}
-		return n, ok
+		return textAt(b, p, set)
 	case *[]byte:
-		s, n, ok := str(b, majBytes, false)
-		if ok && set {
-			*p = bytes.Clone(s)
-			if *p == nil {
-				*p = []byte{}
-			}
-		}
-		return n, ok
+		return bytesAt(b, p, set)
 	case *[]string:
-		l, n, ok := count(b)
-		if !ok {
-			return 0, false
-		}
-		if set {
-			*p = resize(*p, l)
-		}
-		for i := range l {
-			var e *string
-			if set {
-				e = &(*p)[i]
-			}
-			m, ok := value(b[n:], e, set)
-			if !ok {
-				return 0, false
-			}
-			n += m
-		}
-		return n, true
+		return array(b, p, set, textAt)
 	case *[]uint64:
-		l, n, ok := count(b)
-		if !ok {
-			return 0, false
-		}
-		if set {
-			*p = resize(*p, l)
-		}
-		for i := range l {
-			v, m, ok := head(b[n:], majUint)
-			if !ok {
-				return 0, false
-			}
-			if set {
-				(*p)[i] = v
-			}
-			n += m
-		}
-		return n, true
+		return array(b, p, set, uintAt)
 	case *[]NamedValue:
-		l, n, ok := count(b)
-		if !ok {
-			return 0, false
-		}
-		if set {
-			*p = resize(*p, l)
-		}
-		for i := range l {
-			var name *string
-			var val *[]byte
-			if set {
-				name, val = &(*p)[i].Name, &(*p)[i].Value
-			}
-			if n >= len(b) || b[n] != 0x82 { // an array of two: [name, value]
-				return 0, false
-			}
-			n++
-			m, ok := value(b[n:], name, set)
-			if !ok {
-				return 0, false
-			}
-			n += m
-			if m, ok = value(b[n:], val, set); !ok {
-				return 0, false
-			}
-			n += m
-		}
-		return n, true
+		return array(b, p, set, namedValue)
 	}
 	return 0, false
+}
+
+// uintAt, textAt, bytesAt and namedValue read one value each as value does;
+// p is nil when set is not.
+
+func uintAt(b []byte, p *uint64, set bool) (int, bool) {
+	v, n, ok := head(b, majUint)
+	if ok && set {
+		*p = v
+	}
+	return n, ok
+}
+
+func textAt(b []byte, p *string, set bool) (int, bool) {
+	s, n, ok := str(b, majText, !set)
+	if ok && set && *p != string(s) {
+		*p = string(s)
+	}
+	return n, ok
+}
+
+func bytesAt(b []byte, p *[]byte, set bool) (int, bool) {
+	s, n, ok := str(b, majBytes, false)
+	if ok && set {
+		*p = bytes.Clone(s)
+		if *p == nil {
+			*p = []byte{}
+		}
+	}
+	return n, ok
+}
+
+// namedValue reads a [name, value] pair.
+func namedValue(b []byte, p *NamedValue, set bool) (int, bool) {
+	if len(b) == 0 || b[0] != 0x82 { // an array of two
+		return 0, false
+	}
+	var name *string
+	var val *[]byte
+	if set {
+		name, val = &p.Name, &p.Value
+	}
+	n, ok := textAt(b[1:], name, set)
+	if !ok {
+		return 0, false
+	}
+	m, ok := bytesAt(b[1+n:], val, set)
+	if !ok {
+		return 0, false
+	}
+	return 1 + n + m, true
+}
+
+// array reads an array whose elements elem reads.
+func array[T any](b []byte, p *[]T, set bool, elem func(b []byte, e *T, set bool) (int, bool)) (int, bool) {
+	l, n, ok := count(b)
+	if !ok {
+		return 0, false
+	}
+	if set {
+		*p = resize(*p, l)
+	}
+	for i := range l {
+		var e *T
+		if set {
+			e = &(*p)[i]
+		}
+		m, ok := elem(b[n:], e, set)
+		if !ok {
+			return 0, false
+		}
+		n += m
+	}
+	return n, true
 }
 
 // resize returns s with length l, in its own memory when it has the room
