@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ func serveCommand() *ucli.Command {
 			readSpinFlag(),
 			&ucli.BoolFlag{Name: "no-io-uring", Usage: "never use io_uring: one system call for each notice of a fan-out, and for each read and reply of the event loop"},
 			&ucli.BoolFlag{Name: "no-event-loop", Usage: "serve every connection from a goroutine of its own, never from the event loop that serves many busy connections from one"},
+			&ucli.IntFlag{Name: "procs", Usage: "run the broker's goroutines on at most `N` CPUs at once (default: $GOMAXPROCS if set, else half the CPUs the process may use, at least 1)"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
@@ -92,6 +94,11 @@ func serve(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
+	procs, err := procsOf(c)
+	if err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(procs)
 	policyFile := c.String("policy")
 	var policy *broker.Policy
 	if policyFile != "" {
@@ -208,8 +215,28 @@ func serve(c *ucli.Context) error {
 		policyNote = fmt.Sprintf("none: only root and the broker's user (uid %d) have rights", os.Getuid())
 	}
 	log.Info("commy broker serving", "socket", strings.Join(served, " "), "socket_activated", len(inherited) > 0, "data_dir", dataDir,
-		"backend", cfg.Backend, "policy", policyNote, "version", broker.Version, "pid", os.Getpid())
+		"backend", cfg.Backend, "policy", policyNote, "procs", runtime.GOMAXPROCS(0), "version", broker.Version, "pid", os.Getpid())
 	return serveUntilSignal(b, ls, sigs, policyFile, watchdog, log)
+}
+
+// procsOf is how many CPUs the broker's goroutines run on at once
+// (GOMAXPROCS): --procs, else GOMAXPROCS from the environment, else half of
+// what the runtime found the process may use (its CPU affinity and cgroup
+// quota). Every client of a broker runs on the same machine, and a client
+// spends about as much CPU on a request as the broker does, so more than
+// half the CPUs would only add the wake-ups of idle threads: on two vCPUs
+// one runtime thread fewer cut the broker's CPU per write by 8%.
+func procsOf(c *ucli.Context) (int, error) {
+	switch n := c.Int("procs"); {
+	case n < 0:
+		return 0, usagef("--procs %d: want a count of CPUs, or 0 for the default", n)
+	case n > 0:
+		return n, nil
+	}
+	if os.Getenv("GOMAXPROCS") != "" {
+		return runtime.GOMAXPROCS(0), nil
+	}
+	return max(1, runtime.GOMAXPROCS(0)/2), nil
 }
 
 // fdStoreConfig sets cfg.FDStore and cfg.Restore for the memfd backend

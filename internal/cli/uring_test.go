@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/commy/commy/client"
@@ -118,5 +120,34 @@ func TestNoEventLoopFlag(t *testing.T) {
 	}
 	if count[false] != count[true]+1 {
 		t.Fatalf("epoll instances: %d with the event loop, %d without; want one more with it", count[false], count[true])
+	}
+}
+
+// TestProcsFlag: `serve` runs on half the CPUs the runtime finds, at least
+// one, unless GOMAXPROCS or --procs says otherwise; it logs what it runs on.
+func TestProcsFlag(t *testing.T) {
+	half := max(1, runtime.GOMAXPROCS(0)/2)
+	for _, tc := range []struct {
+		env   string
+		flags []string
+		want  int
+	}{
+		{"", nil, half},
+		{"", []string{"--procs", "3"}, 3},
+		{"5", nil, 5},
+		{"5", []string{"--procs", "1"}, 1},
+	} {
+		t.Setenv("GOMAXPROCS", tc.env)
+		if tc.env == "" {
+			os.Unsetenv("GOMAXPROCS")
+		}
+		p, _ := serveWith(t, tc.flags...)
+		if log := p.stop(); !strings.Contains(log, fmt.Sprintf(" procs=%d ", tc.want)) {
+			t.Errorf("GOMAXPROCS=%q %v: want procs=%d in the log:\n%s", tc.env, tc.flags, tc.want, log)
+		}
+	}
+	code, _, errOut := commy(t, "serve", "--procs", "-1")
+	if code != ExitUsage || !strings.Contains(errOut, "--procs") {
+		t.Errorf("--procs -1: exit %d, %s", code, errOut)
 	}
 }
