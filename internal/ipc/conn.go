@@ -105,10 +105,9 @@ type Conn struct {
 
 	// write side, guarded by wmu
 	wmu       sync.Mutex
-	tp        []byte // TryWrite's bytes, result and callback
+	tp        []byte // TryWritePart's bytes, result and callback
 	tn        int
 	terr      error
-	tryFn     func(uintptr) bool
 	partFn    func(uintptr) // TryWritePart's
 	snd       sender        // writeLocked's
 	wtimeout  time.Duration
@@ -147,7 +146,6 @@ func NewConn(sk Socket, maxFrame int, allowFDs bool) (*Conn, error) {
 	c.readFn = c.recvmsg
 	c.stepFn = c.step
 	c.readyFn = func(fd uintptr) { c.readyGot = c.recvmsg(fd) }
-	c.tryFn = c.trySend
 	c.partFn = c.sendPart
 	c.snd.init()
 	return c, nil
@@ -884,37 +882,19 @@ const MaxTryWrite = 2048
 // write it the blocking way. It never waits for the peer, except to finish
 // the rare partial write, within the write timeout.
 func (c *Conn) TryWrite(p []byte) (bool, error) {
-	if len(p) == 0 || len(p) > MaxTryWrite || !c.wmu.TryLock() {
+	if len(p) > MaxTryWrite {
 		return false, nil
 	}
-	defer c.wmu.Unlock()
-	c.refreshDeadlineLocked()
-	c.tp = p
-	err := c.rc.Write(c.tryFn)
-	n, errno := c.tn, c.terr
-	c.tp, c.terr = nil, nil
+	n, err := c.TryWritePart(p)
 	switch {
 	case err != nil:
-		return false, c.wrapWriteErr(err)
-	case errno == unix.EAGAIN:
+		return false, err
+	case n == 0:
 		return false, nil
-	case errno != nil:
-		return false, os.NewSyscallError("sendto", errno)
 	case n < len(p):
-		return true, c.writeLocked(p[n:], nil)
+		return true, c.FinishWrite(p[n:])
 	}
 	return true, nil
-}
-
-// trySend is the poller callback for TryWrite: one sendmsg(2) of tp that
-// does not wait for room. It never asks the poller to wait.
-func (c *Conn) trySend(fd uintptr) bool {
-	n, errno := sendto(fd, c.tp)
-	c.tn, c.terr = n, nil
-	if errno != 0 {
-		c.tn, c.terr = 0, errno
-	}
-	return true
 }
 
 // TryWritePart writes as much of p (whole frames, of any size) as the
