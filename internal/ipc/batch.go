@@ -107,9 +107,6 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 		b.res = make([]int32, ringEntries)
 	}
 	res := b.res[:len(b.fds)]
-	for i := range res {
-		res[i] = -int32(unix.EINPROGRESS) // not completed
-	}
 	if beforeSubmit != nil {
 		beforeSubmit()
 	}

@@ -156,9 +156,6 @@ func (b *ReadBatch) Read() {
 			b.res = make([]int32, ringEntries)
 		}
 		res := b.res[:end-start]
-		for i := range res {
-			res[i] = -int32(unix.EINPROGRESS)
-		}
 		err := r.recvmsgAll(b.fds[start:end], b.msgs[start:end], res)
 		got := 0
 		for k, n := range res {

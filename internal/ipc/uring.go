@@ -15,8 +15,7 @@ import (
 // submitted and completed in one system call. On this project's machines a
 // sendto(2) costs as much in entering and leaving the kernel as in sending,
 // so a fan-out to a thousand subscribers spends half its time on the way in
-// and out. The layouts below are the
-// kernel's (include/uapi/linux/io_uring.h).
+// and out. The layouts below are the kernel's (include/uapi/linux/io_uring.h).
 
 const (
 	uringOpRecvmsg        = 10     // IORING_OP_RECVMSG, Linux 5.3
@@ -186,8 +185,12 @@ func (r *ring) put(tail uint32, i int, sqe uringSQE) {
 }
 
 // run submits the n entries written from tail and waits for their
-// completions, storing each result in res by its user data.
+// completions, storing each result in res by its user data; an entry left
+// without one (the ring failed) stays -EINPROGRESS.
 func (r *ring) run(tail uint32, n int, res []int32) error {
+	for i := range res[:n] {
+		res[i] = -int32(unix.EINPROGRESS)
+	}
 	atomic.StoreUint32(r.sqTail, tail+uint32(n)) // release: the kernel sees the entries
 	done := 0
 	for tries := 0; done < n; tries++ {
