@@ -142,8 +142,8 @@ func (r *ring) close() {
 // sendAll sends bufs[i] to fds[i] without waiting for room (MSG_DONTWAIT,
 // so a full socket completes at once with EAGAIN) and stores what each send
 // returned in res: bytes sent, or a negative errno. At most the entries
-// the ring was made with at a time. The buffers must stay alive and unchanged until it returns;
-// the descriptors must stay open until it returns.
+// the ring was made with at a time. The buffers must stay alive and
+// unchanged, and the descriptors open, until it returns.
 func (r *ring) sendAll(fds []int, bufs [][]byte, res []int32) error {
 	tail := atomic.LoadUint32(r.sqTail)
 	for i := range fds {
