@@ -108,15 +108,11 @@ func (cc *commyConn) queue(m ipc.Message) error {
 	return nil
 }
 
-// roundTrip sends the batch and reads n replies, returning the last.
-func (cc *commyConn) roundTrip(n int) (ipc.Message, error) {
-	return cc.roundTripInto(n, nil)
-}
-
-// roundTripInto is roundTrip decoding each reply into into, which it
-// reuses, as the Redis side reads every reply into reused buffers, when
-// the reply is of into's type; an Error reply comes back as the error.
-func (cc *commyConn) roundTripInto(n int, into ipc.Message) (ipc.Message, error) {
+// roundTrip sends the batch and reads n replies, returning the last; an
+// Error reply comes back as the error. With into, each reply is decoded
+// into it, reused as the Redis side reuses its buffers, and must be of its
+// type.
+func (cc *commyConn) roundTrip(n int, into ipc.Message) (ipc.Message, error) {
 	err := cc.c.WriteFrame(cc.buf, nil)
 	cc.buf = cc.buf[:0]
 	if err != nil {
@@ -151,7 +147,7 @@ func (cc *commyConn) call(m ipc.Message) (ipc.Message, error) {
 	if err := cc.queue(m); err != nil {
 		return nil, err
 	}
-	return cc.roundTrip(1)
+	return cc.roundTrip(1, nil)
 }
 
 func (cc *commyConn) Close() error {
@@ -186,7 +182,7 @@ func (cc *commyClient) Read(n int) error {
 			return err
 		}
 	}
-	_, err := cc.roundTripInto(n, &cc.data)
+	_, err := cc.roundTrip(n, &cc.data)
 	return err
 }
 
@@ -197,7 +193,7 @@ func (cc *commyClient) Write(n int, value []byte) error {
 			return err
 		}
 	}
-	_, err := cc.roundTripInto(n, &cc.written)
+	_, err := cc.roundTrip(n, &cc.written)
 	return err
 }
 
