@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -53,10 +54,13 @@ type Conn interface {
 	Close() error
 }
 
-// Subscriber receives change notices. It is not safe for concurrent use.
+// Subscriber is a connection that receives change notices, read by a
+// receiver: SyscallConn is its socket, and Parse takes the whole notices at
+// the start of b, decoding each as a client would, and says how many bytes
+// and notices it took. It is not safe for concurrent use.
 type Subscriber interface {
-	// Next blocks until the next notice arrives.
-	Next() error
+	SyscallConn() (syscall.RawConn, error)
+	Parse(b []byte) (used, notices int, err error)
 	Close() error
 }
 
@@ -482,27 +486,19 @@ func fanout(ctx context.Context, cfg Config, desc string, sys System, subs int, 
 	}
 	var remaining atomic.Int64
 	last := make(chan time.Time, 1)
-	errs := make(chan error, subs)
-	var wg sync.WaitGroup
-	for _, s := range readers {
-		wg.Go(func() {
-			for {
-				if err := s.Next(); err != nil {
-					errs <- err
-					return
-				}
-				if remaining.Add(-1) == 0 {
-					last <- time.Now()
-				}
-			}
-		})
-	}
-	// Closing the subscribers ends their goroutines.
-	defer func() {
-		for _, s := range readers {
-			s.Close()
+	rcv, err := newReceiver(readers, func(n int) {
+		if remaining.Add(-int64(n)) == 0 {
+			last <- time.Now()
 		}
-		wg.Wait()
+	})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	errs := make(chan error, 1)
+	go func() { errs <- rcv.run() }()
+	defer func() { // before the subscribers close
+		rcv.stop.Store(true)
+		<-errs
 	}()
 	rounds := int64(cfg.Rounds)
 	var done atomic.Int64
@@ -520,7 +516,8 @@ func fanout(ctx context.Context, cfg Config, desc string, sys System, subs int, 
 			lat = append(lat, at.Sub(t))
 			return nil
 		case err := <-errs:
-			return fmt.Errorf("subscriber: %w", err)
+			errs <- err // for the deferred stop
+			return err
 		case <-timeout.C:
 			return fmt.Errorf("%d of %d subscribers had no notice after 10s", remaining.Load(), subs)
 		case <-ctx.Done():

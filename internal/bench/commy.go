@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/commy/commy/client"
 	"github.com/commy/commy/internal/ipc"
@@ -216,18 +218,31 @@ func (c *Commy) Subscriber() (Subscriber, error) {
 		cc.Close()
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
+	if cc.c.Started() {
+		cc.Close()
+		return nil, errors.New("bench: commy: a notice came with the reply to Subscribe")
+	}
 	return commySubscriber{cc, &ipc.VariablesUpdated{}}, nil
 }
 
-func (s commySubscriber) Next() error {
-	body, err := s.c.ReadFrame()
-	if err != nil {
-		return err
+func (s commySubscriber) SyscallConn() (syscall.RawConn, error) {
+	return s.c.UnixConn().SyscallConn()
+}
+
+func (s commySubscriber) Parse(b []byte) (used, notices int, err error) {
+	for len(b)-used >= ipc.HeaderLen {
+		n := int(binary.BigEndian.Uint32(b[used:]))
+		if len(b)-used-ipc.HeaderLen < n {
+			break
+		}
+		body := b[used+ipc.HeaderLen : used+ipc.HeaderLen+n]
+		if err := ipc.DecodeInto(body, s.vu); err != nil {
+			return used, notices, fmt.Errorf("bench: commy: %w", err)
+		}
+		used += ipc.HeaderLen + n
+		notices++
 	}
-	if err := ipc.DecodeInto(body, s.vu); err != nil {
-		return fmt.Errorf("bench: commy: %w", err)
-	}
-	return nil
+	return used, notices, nil
 }
 
 // mapService asks for the service file and maps the descriptor that comes

@@ -1,14 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
+	"syscall"
 
 	"github.com/commy/commy/internal/ipc"
 )
@@ -73,9 +72,10 @@ var ErrRedis = errors.New("bench: redis error reply")
 type redisConn struct {
 	r       *Redis
 	nc      *ipc.Stream // the same system calls as a commy connection
-	rd      *bufio.Reader
+	in      []byte      // received; in[rd:wr] not parsed yet
+	rd, wr  int
 	wbuf    []byte
-	bulk    []byte // the last bulk string read
+	bulk    []byte // the last bulk string a subscriber parsed
 	get     []byte // GET key, encoded once
 	setHead []byte // SET key, without the value
 }
@@ -91,7 +91,7 @@ func (r *Redis) dial(ctx context.Context) (*redisConn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("bench: redis: %w", err)
 	}
-	c := &redisConn{r: r, nc: nc, rd: bufio.NewReaderSize(nc, 16<<10)}
+	c := &redisConn{r: r, nc: nc, in: make([]byte, 16<<10)}
 	c.command([]byte("GET"), []byte(r.key))
 	c.get = bytes.Clone(c.wbuf)
 	c.wbuf = c.wbuf[:0]
@@ -130,48 +130,75 @@ func (c *redisConn) roundTrip(n int) ([]byte, error) {
 }
 
 // reply reads one reply. A bulk string's payload is returned; an array's
-// elements are read and the last returned.
+// elements are read and the last returned. It is valid until the next read.
 func (c *redisConn) reply() ([]byte, error) {
-	line, err := c.rd.ReadSlice('\n')
-	if err != nil {
-		return nil, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return nil, fmt.Errorf("bench: redis: malformed reply %q", line)
-	}
-	kind, rest := line[0], line[1:len(line)-2]
-	switch kind {
-	case '+', ':':
-		return rest, nil
-	case '-':
-		return nil, fmt.Errorf("%w: %s", ErrRedis, rest)
-	case '$', '*':
-		n, err := strconv.Atoi(string(rest))
+	for {
+		n, last, err := respValue(c.in[c.rd:c.wr])
 		if err != nil {
-			return nil, fmt.Errorf("bench: redis: malformed length %q", rest)
-		}
-		if n < 0 {
-			return nil, nil
-		}
-		if kind == '*' {
-			var last []byte
-			for range n {
-				if last, err = c.reply(); err != nil {
-					return nil, err
-				}
-			}
-			return last, nil
-		}
-		if cap(c.bulk) < n+2 {
-			c.bulk = make([]byte, n+2)
-		}
-		c.bulk = c.bulk[:n+2]
-		if _, err := io.ReadFull(c.rd, c.bulk); err != nil {
 			return nil, err
 		}
-		return c.bulk[:n], nil
+		if n > 0 {
+			c.rd += n
+			return last, nil
+		}
+		if c.rd > 0 { // make room at the end
+			c.wr = copy(c.in, c.in[c.rd:c.wr])
+			c.rd = 0
+		}
+		if c.wr == len(c.in) {
+			c.in = append(c.in, make([]byte, len(c.in))...)
+		}
+		m, err := c.nc.Read(c.in[c.wr:])
+		if err != nil {
+			return nil, err
+		}
+		c.wr += m
+	}
+}
+
+// respValue parses the RESP2 value at the start of b: it returns its
+// length, or 0 if b holds only part of it, and its payload: a simple
+// string's or an integer's text, a bulk string's bytes, an array's last
+// element's.
+func respValue(b []byte) (n int, last []byte, err error) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return 0, nil, nil
+	}
+	if i < 2 || b[i-1] != '\r' {
+		return 0, nil, fmt.Errorf("bench: redis: malformed reply %q", b[:i+1])
+	}
+	kind, rest := b[0], b[1:i-1]
+	n = i + 1
+	switch kind {
+	case '+', ':':
+		return n, rest, nil
+	case '-':
+		return 0, nil, fmt.Errorf("%w: %s", ErrRedis, rest)
+	case '$', '*':
+		k, err := strconv.Atoi(string(rest))
+		if err != nil {
+			return 0, nil, fmt.Errorf("bench: redis: malformed length %q", rest)
+		}
+		if k < 0 {
+			return n, nil, nil
+		}
+		if kind == '$' {
+			if len(b) < n+k+2 {
+				return 0, nil, nil
+			}
+			return n + k + 2, b[n : n+k], nil
+		}
+		for range k {
+			m, v, err := respValue(b[n:])
+			if m == 0 || err != nil {
+				return 0, nil, err
+			}
+			n, last = n+m, v
+		}
+		return n, last, nil
 	default:
-		return nil, fmt.Errorf("bench: redis: unexpected reply type %q", kind)
+		return 0, nil, fmt.Errorf("bench: redis: unexpected reply type %q", kind)
 	}
 }
 
@@ -215,11 +242,25 @@ func (r *Redis) Subscriber() (Subscriber, error) {
 		c.Close()
 		return nil, fmt.Errorf("bench: redis: SUBSCRIBE: %w", err)
 	}
+	if c.rd != c.wr {
+		c.Close()
+		return nil, errors.New("bench: redis: a message came with the reply to SUBSCRIBE")
+	}
 	return redisSubscriber{c}, nil
 }
 
-// Next reads the next message pushed to the subscriber.
-func (s redisSubscriber) Next() error {
-	_, err := s.reply()
-	return err
+func (s redisSubscriber) SyscallConn() (syscall.RawConn, error) { return s.nc.SyscallConn() }
+
+// Parse parses every whole message pushed to the subscriber in b, copying
+// each payload as a client would.
+func (s redisSubscriber) Parse(b []byte) (used, notices int, err error) {
+	for {
+		n, last, err := respValue(b[used:])
+		if n == 0 || err != nil {
+			return used, notices, err
+		}
+		s.bulk = append(s.bulk[:0], last...)
+		used += n
+		notices++
+	}
 }

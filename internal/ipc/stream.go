@@ -90,5 +90,9 @@ func (s *Stream) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// SyscallConn is the socket's, for a caller that reads it by other means
+// while nothing else reads it.
+func (s *Stream) SyscallConn() (syscall.RawConn, error) { return s.rc, nil }
+
 // Close closes the socket.
 func (s *Stream) Close() error { return s.uc.Close() }
