@@ -10,6 +10,14 @@ func LoopRequests(b *Broker) uint64 {
 	return b.loop.requests.Load()
 }
 
+// OnReply runs fn before each reply that owes mapped readers a wake is
+// written, after any wake that goes first. Set it before the broker starts;
+// the function returned undoes it.
+func OnReply(fn func()) func() {
+	beforeReply = fn
+	return func() { beforeReply = nil }
+}
+
 // LoopAlways makes every session from now on yield to the event loop
 // whenever it waits for input, even when no other is busy, so that tests
 // know which way their requests go. It returns a function that undoes it.

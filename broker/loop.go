@@ -228,6 +228,20 @@ func (l *loop) pass(toks []uint64) {
 		}
 	}
 	l.reads.Reset()
+	// Mapped readers that were waiting at their file's last wake are woken
+	// before the replies go out (see session.flush); the others after.
+	owed := false
+	for _, s := range l.served {
+		if len(s.wakes) > 0 {
+			owed = true
+			if s.readersWatching() {
+				s.wakeReaders()
+			}
+		}
+	}
+	if owed && beforeReply != nil {
+		beforeReply()
+	}
 	l.batch.Flush(l.flush)
 	// A session served alone in two passes in a row has the broker to
 	// itself: its reader serves it with fewer system calls (and spins

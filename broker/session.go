@@ -400,12 +400,20 @@ func (s *session) flush() error {
 		s.wakeReaders()
 		return nil
 	}
-	// With mapped readers to wake: the reply first if it goes out at once,
-	// then the wake, so that a reply that must wait for room never delays
-	// the readers.
+	// With mapped readers to wake: first if the files' last wake found
+	// readers waiting (they most likely wait for this change too, and the
+	// writer can wait one system call for its acknowledgement); else the
+	// reply first if it goes out at once, then the wake. Either way a reply
+	// that must wait for room never delays the readers.
 	var done bool
 	var err error
 	if len(s.wakes) > 0 {
+		if s.readersWatching() {
+			s.wakeReaders()
+		}
+		if beforeReply != nil {
+			beforeReply()
+		}
 		done, err = s.conn.TryWrite(s.wbuf)
 		s.wakeReaders()
 	}
@@ -425,14 +433,31 @@ func (s *session) flush() error {
 }
 
 // changed marks svc's file changed; the caller holds svc's lock. The wake
-// of its mapped waiters is left to wakeReaders, after the lock is released
-// and the reply written, so that neither waits for the system call.
+// of its mapped waiters is left to wakeReaders, after the lock is released,
+// so that the lock never waits for the system call; it goes before the
+// reply when the file's last wake found readers asleep, after it when not
+// (see flush).
 func (s *session) changed(svc *service) {
 	svc.file.MarkChanged()
 	if n := len(s.wakes); n == 0 || s.wakes[n-1] != svc.file {
 		s.wakes = append(s.wakes, svc.file)
 	}
 }
+
+// readersWatching reports whether a file the session changed had mapped
+// readers waiting at its last wake (shm.File.Watched).
+func (s *session) readersWatching() bool {
+	for _, f := range s.wakes {
+		if f.Watched() {
+			return true
+		}
+	}
+	return false
+}
+
+// beforeReply, for tests, runs before a reply that owes mapped readers a
+// wake is written, after any wake that goes first.
+var beforeReply func()
 
 // wakeReaders wakes the mapped waiters of the files the session changed.
 func (s *session) wakeReaders() {

@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"os"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,4 +75,89 @@ func TestWakeBeforeStuckReply(t *testing.T) {
 	if rep, ok := w.recv().(*ipc.VariableData); !ok || rep.ID != 101 || len(rep.Data) != 4<<20 {
 		t.Fatal("second reply is not the big value")
 	}
+}
+
+// TestWakeFirstWhenWatched: when a file's last wake found mapped readers
+// asleep, the next write wakes its readers before the writer's reply goes
+// out; when it found none, the reply goes first. The hook sees, as each
+// reply is about to be written, whether the reader is still asleep.
+func TestWakeFirstWhenWatched(t *testing.T) {
+	t.Run("reader", func(t *testing.T) { wakeFirstWhenWatched(t) })
+	t.Run("loop", func(t *testing.T) {
+		defer broker.LoopAlways()()
+		if h := wakeFirstWhenWatched(t); broker.LoopRequests(h.b) == 0 {
+			t.Fatal("the event loop served none of the requests")
+		}
+	})
+}
+
+func wakeFirstWhenWatched(t *testing.T) *harness {
+	pid := os.Getpid()
+	var mu sync.Mutex
+	var asleep []int
+	defer broker.OnReply(func() {
+		n := testutil.SharedFutexSleepers(pid)
+		mu.Lock()
+		asleep = append(asleep, n)
+		mu.Unlock()
+	})()
+	h := start(t, broker.Config{})
+	r := h.raw(t, true)
+	r.do(&ipc.CreateTenant{TenantID: "acme"})
+	r.do(&ipc.CreateService{TenantID: "acme", ServiceName: "svc"})
+	r.do(&ipc.AllocateVariable{ServiceID: "acme_svc", VariableName: "v", InitialData: []byte("0")})
+	if _, ok := r.do(&ipc.GetServiceFilePath{TenantID: "acme", ServiceName: "svc"}).(*ipc.ServiceFilePath); !ok {
+		t.Fatal("no ServiceFilePath")
+	}
+	f, ok := r.conn.TakeFD()
+	if !ok {
+		t.Fatal("no descriptor")
+	}
+	m, err := shm.Map(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.SetWaitSlice(time.Hour) // only FUTEX_WAKE ends a wait in time
+	sleep := func() <-chan error {
+		seq := m.ChangeSeq()
+		woken := make(chan error, 1)
+		go func() {
+			_, err := m.Wait(context.Background(), seq)
+			woken <- err
+		}()
+		testutil.WaitFutexSleepers(t, pid, 1)
+		return woken
+	}
+	write := func(v string, woken <-chan error) {
+		t.Helper()
+		if _, ok := r.do(&ipc.WriteVariable{ServiceID: "acme_svc", VariableName: "v", Data: []byte(v)}).(*ipc.VariableWritten); !ok {
+			t.Fatalf("write %s: no VariableWritten", v)
+		}
+		if woken == nil {
+			return
+		}
+		select {
+		case err := <-woken:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("write %s: the reader was not woken", v)
+		}
+	}
+	mu.Lock()
+	asleep = nil // the set-up's own replies
+	mu.Unlock()
+	write("1", sleep()) // no wake has found a reader yet: the reply first
+	write("2", sleep()) // the last wake found one: the wake first
+	write("3", nil)     // the wake first again, and it finds nobody
+	write("4", sleep()) // so the reply goes first
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{1, 0, 0, 1}; !slices.Equal(asleep, want) {
+		t.Fatalf("readers asleep as each reply went out: %v, want %v", asleep, want)
+	}
+	return h
 }

@@ -68,6 +68,7 @@ type File struct {
 
 	// A wake owed by MarkChanged, paid by WakeWaiters without the lock.
 	wakeDue  atomic.Bool
+	waited   atomic.Bool                   // the last WakeWaiters woke someone
 	wakeWord atomic.Pointer[atomic.Uint32] // the change sequence, set when mapped; nil once closed
 }
 
@@ -596,9 +597,14 @@ func (f *File) WakeWaiters() {
 		return
 	}
 	if w := f.wakeWord.Load(); w != nil {
-		futexWake(w)
+		f.waited.Store(futexWake(w) > 0)
 	}
 }
+
+// Watched reports whether the last WakeWaiters woke anyone: the file is
+// likely to have waiters again, which a caller may wake before it does
+// other work.
+func (f *File) Watched() bool { return f.waited.Load() }
 
 // bump increments the change sequence (release: what was stored before is
 // seen by a waiter that sees the new value) and returns its word.

@@ -16,11 +16,15 @@ const (
 )
 
 // futexWake wraps futex(2) FUTEX_WAKE on a word of a shared mapping (not
-// FUTEX_PRIVATE: waiters are other processes), waking every waiter. It never
-// blocks, so it is made as a raw system call, without the runtime's syscall
-// hand-off.
-func futexWake(w *atomic.Uint32) {
-	unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), opFutexWake, uintptr(1<<31-1), 0, 0, 0)
+// FUTEX_PRIVATE: waiters are other processes), waking every waiter, and
+// returns how many it woke. It never blocks, so it is made as a raw system
+// call, without the runtime's syscall hand-off.
+func futexWake(w *atomic.Uint32) int {
+	n, _, errno := unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), opFutexWake, uintptr(1<<31-1), 0, 0, 0)
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
 }
 
 // futexWait wraps futex(2) FUTEX_WAIT: it sleeps while *w == val, for at most

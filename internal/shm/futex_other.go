@@ -7,6 +7,6 @@ import (
 	"time"
 )
 
-func futexWake(*atomic.Uint32) {}
+func futexWake(*atomic.Uint32) int { return 0 }
 
 func futexWait(_ *atomic.Uint32, _ uint32, d time.Duration) { time.Sleep(min(d, time.Millisecond)) }
