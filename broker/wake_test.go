@@ -27,20 +27,7 @@ func TestWakeBeforeStuckReply(t *testing.T) {
 	r.do(&ipc.CreateService{TenantID: "acme", ServiceName: "svc"})
 	r.do(&ipc.AllocateVariable{ServiceID: "acme_svc", VariableName: "v", InitialData: []byte("0")})
 	r.do(&ipc.AllocateVariable{ServiceID: "acme_svc", VariableName: "big", InitialData: make([]byte, 4<<20)})
-	if _, ok := r.do(&ipc.GetServiceFilePath{TenantID: "acme", ServiceName: "svc"}).(*ipc.ServiceFilePath); !ok {
-		t.Fatal("no ServiceFilePath")
-	}
-	f, ok := r.conn.TakeFD()
-	if !ok {
-		t.Fatal("no descriptor")
-	}
-	m, err := shm.Map(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	m.SetWaitSlice(time.Hour)
+	m := mapAcme(t, r)
 	seq := m.ChangeSeq()
 	woken := make(chan error, 1)
 	go func() {
@@ -77,6 +64,27 @@ func TestWakeBeforeStuckReply(t *testing.T) {
 	}
 }
 
+// mapAcme maps the service acme/svc through r, with a wait slice of an
+// hour so that only FUTEX_WAKE ends a Wait in time; t closes it.
+func mapAcme(t *testing.T, r *raw) *shm.Mapping {
+	t.Helper()
+	if _, ok := r.do(&ipc.GetServiceFilePath{TenantID: "acme", ServiceName: "svc"}).(*ipc.ServiceFilePath); !ok {
+		t.Fatal("no ServiceFilePath")
+	}
+	f, ok := r.conn.TakeFD()
+	if !ok {
+		t.Fatal("no descriptor")
+	}
+	m, err := shm.Map(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	m.SetWaitSlice(time.Hour)
+	return m
+}
+
 // TestWakeFirstWhenWatched: when a file's last wake found mapped readers
 // asleep, the next write wakes its readers before the writer's reply goes
 // out; when it found none, the reply goes first. The hook sees, as each
@@ -106,20 +114,7 @@ func wakeFirstWhenWatched(t *testing.T) *harness {
 	r.do(&ipc.CreateTenant{TenantID: "acme"})
 	r.do(&ipc.CreateService{TenantID: "acme", ServiceName: "svc"})
 	r.do(&ipc.AllocateVariable{ServiceID: "acme_svc", VariableName: "v", InitialData: []byte("0")})
-	if _, ok := r.do(&ipc.GetServiceFilePath{TenantID: "acme", ServiceName: "svc"}).(*ipc.ServiceFilePath); !ok {
-		t.Fatal("no ServiceFilePath")
-	}
-	f, ok := r.conn.TakeFD()
-	if !ok {
-		t.Fatal("no descriptor")
-	}
-	m, err := shm.Map(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	m.SetWaitSlice(time.Hour) // only FUTEX_WAKE ends a wait in time
+	m := mapAcme(t, r)
 	sleep := func() <-chan error {
 		seq := m.ChangeSeq()
 		woken := make(chan error, 1)
