@@ -92,7 +92,7 @@ func mapAcme(t *testing.T, r *raw) *shm.Mapping {
 func TestWakeFirstWhenWatched(t *testing.T) {
 	t.Run("reader", func(t *testing.T) { wakeFirstWhenWatched(t) })
 	t.Run("loop", func(t *testing.T) {
-		defer broker.LoopAlways()()
+		t.Cleanup(broker.LoopAlways())
 		if h := wakeFirstWhenWatched(t); broker.LoopRequests(h.b) == 0 {
 			t.Fatal("the event loop served none of the requests")
 		}
@@ -103,12 +103,13 @@ func wakeFirstWhenWatched(t *testing.T) *harness {
 	pid := os.Getpid()
 	var mu sync.Mutex
 	var asleep []int
-	defer broker.OnReply(func() {
+	// Undone after the broker has stopped: cleanups run last first.
+	t.Cleanup(broker.OnReply(func() {
 		n := testutil.SharedFutexSleepers(pid)
 		mu.Lock()
 		asleep = append(asleep, n)
 		mu.Unlock()
-	})()
+	}))
 	h := start(t, broker.Config{})
 	r := h.raw(t, true)
 	r.do(&ipc.CreateTenant{TenantID: "acme"})
