@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/commy/commy/client"
@@ -199,17 +198,7 @@ func FederationRun(ctx context.Context, cfg Config, f Federation) ([]Result, err
 // summarize fills in r's figures from its samples; both paths of an
 // alternating run share the elapsed time, so ops/s is per path.
 func summarize(r Result, lat []time.Duration, elapsed time.Duration) Result {
-	slices.Sort(lat)
-	r.Latencies = lat
-	r.Ops, r.Seconds = int64(len(lat)), elapsed.Seconds()
-	if elapsed > 0 {
-		r.OpsPerSec = float64(len(lat)) / elapsed.Seconds()
-	}
-	r.P50Micros = micros(Percentile(lat, 50))
-	r.P99Micros = micros(Percentile(lat, 99))
-	r.P999Micros = micros(Percentile(lat, 99.9))
-	if len(lat) > 0 {
-		r.MaxMicros = micros(lat[len(lat)-1])
-	}
+	r.Latencies, r.Ops, r.Seconds = lat, int64(len(lat)), elapsed.Seconds()
+	r.summarize()
 	return r
 }
