@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"syscall"
@@ -230,19 +229,17 @@ func (s commySubscriber) SyscallConn() (syscall.RawConn, error) {
 }
 
 func (s commySubscriber) Parse(b []byte) (used, notices int, err error) {
-	for len(b)-used >= ipc.HeaderLen {
-		n := int(binary.BigEndian.Uint32(b[used:]))
-		if len(b)-used-ipc.HeaderLen < n {
-			break
+	for {
+		body, size := ipc.SplitFrame(b[used:])
+		if size == 0 {
+			return used, notices, nil
 		}
-		body := b[used+ipc.HeaderLen : used+ipc.HeaderLen+n]
 		if err := ipc.DecodeInto(body, s.vu); err != nil {
 			return used, notices, fmt.Errorf("bench: commy: %w", err)
 		}
-		used += ipc.HeaderLen + n
+		used += size
 		notices++
 	}
-	return used, notices, nil
 }
 
 // mapService asks for the service file and maps the descriptor that comes

@@ -220,11 +220,22 @@ func (c *Conn) next() (body []byte, need int, err error) {
 // Buffered reports whether a whole frame is already buffered, so a reply can
 // wait to be flushed with the next one.
 func (c *Conn) Buffered() bool {
-	if c.w-c.r < HeaderLen {
-		return false
+	_, size := SplitFrame(c.rbuf[c.r:c.w])
+	return size > 0
+}
+
+// SplitFrame returns the body of the frame at the start of b and the
+// frame's size, its length prefix included; size is 0 while b holds only
+// part of the frame.
+func SplitFrame(b []byte) (body []byte, size int) {
+	if len(b) < HeaderLen {
+		return nil, 0
 	}
-	n := binary.BigEndian.Uint32(c.rbuf[c.r:])
-	return c.w-c.r >= HeaderLen+int(n)
+	n := int(binary.BigEndian.Uint32(b))
+	if len(b)-HeaderLen < n {
+		return nil, 0
+	}
+	return b[HeaderLen : HeaderLen+n], HeaderLen + n
 }
 
 // ServeFrames calls fn with the body of each frame read, in order, until a
