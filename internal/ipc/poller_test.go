@@ -265,6 +265,9 @@ func TestServeFramesYieldWhenBusy(t *testing.T) {
 	c, _, peer := polledPair(t)
 	other, _, _ := polledPair(t)
 	c.SetYield(YieldWhenBusy)
+	// The first frame is sent before ServeFrames starts: with the socket
+	// still empty and no frame of c served yet, it would rightly yield.
+	peer.WriteFrame(framesOf(bodies(1)), nil)
 	done := make(chan error, 1)
 	go func() {
 		done <- c.ServeFrames(func(body []byte) error {
@@ -274,15 +277,19 @@ func TestServeFramesYieldWhenBusy(t *testing.T) {
 			return nil
 		})
 	}()
-	peer.WriteFrame(framesOf(bodies(1)), nil)
 	select {
 	case err := <-done:
 		t.Fatalf("alone, returned %v", err)
 	case <-time.After(100 * time.Millisecond):
 	}
 	peer.WriteFrame(framesOf(bodies(2)), nil)
-	if err := <-done; !errors.Is(err, ErrYield) {
-		t.Fatalf("after another was served: %v", err)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrYield) {
+			t.Fatalf("after another was served: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting for input after another was served")
 	}
 }
 
