@@ -58,6 +58,7 @@ type Config struct {
 	ReadSpin         time.Duration // after a reply, read again this long before sleeping, for a client that answers fast (ipc.Conn.SetSpin); default DefaultReadSpin, negative: never
 	NoIOURing        bool          // never use io_uring: one sendto per subscriber of a fan-out, and per read and reply of the event loop (ipc.SendBatch, ipc.ReadBatch)
 	NoLoop           bool          // serve every connection from its own goroutine, never from the event loop (see loop)
+	Loops            int           // event loops, each serving its share of the busy connections on one goroutine; default GOMAXPROCS
 	Service          shm.Options   // sizes of new service files
 	Logger           *slog.Logger
 	Probe            Probe // optional eBPF audit probe
@@ -125,8 +126,9 @@ type Broker struct {
 	closeOnce sync.Once
 
 	stats   counters
-	latency *latency // nil unless Config.Metrics
-	loop    *loop    // nil: every reader serves its own connection
+	latency *latency      // nil unless Config.Metrics
+	loops   []*loop       // none: every reader serves its own connection
+	nextLp  atomic.Uint32 // the loop the next connection to yield goes to
 
 	refusedLogged atomic.Int64 // the second a refusal was last logged
 	users         *users
@@ -243,11 +245,22 @@ func New(cfg Config) (*Broker, error) {
 		}
 	}
 	if !cfg.NoLoop {
-		if b.loop, err = newLoop(cfg.IdleTimeout, cfg.FrameTimeout, !b.uring); err != nil {
-			b.log.Info("no event loop: every connection is served by its own goroutine", "err", err)
-			b.loop = nil
-		} else {
-			b.wg.Go(b.loop.run)
+		n := cfg.Loops
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0) // a loop for each CPU the broker runs on
+		}
+		for range n {
+			l, err := newLoop(cfg.IdleTimeout, cfg.FrameTimeout, !b.uring)
+			if err != nil {
+				b.log.Info("no event loop: every connection is served by its own goroutine", "err", err)
+				b.closeLoops()
+				b.loops = nil
+				break
+			}
+			b.loops = append(b.loops, l)
+		}
+		for _, l := range b.loops {
+			b.wg.Go(l.run)
 		}
 	}
 	// Through io_uring one goroutine writes a fan-out faster than two
@@ -450,9 +463,7 @@ func (b *Broker) Close() error {
 		}
 		b.smu.Unlock()
 		b.sessWG.Wait()
-		if b.loop != nil {
-			b.loop.close()
-		}
+		b.closeLoops()
 		if b.cfg.Probe != nil {
 			err = b.cfg.Probe.Close()
 		}

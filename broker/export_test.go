@@ -2,12 +2,22 @@ package broker
 
 import "github.com/commy/commy/internal/ipc"
 
-// LoopRequests is how many requests b's event loop has served.
+// LoopRequests is how many requests b's event loops have served.
 func LoopRequests(b *Broker) uint64 {
-	if b.loop == nil {
-		return 0
+	var n uint64
+	for _, l := range b.loops {
+		n += l.requests.Load()
 	}
-	return b.loop.requests.Load()
+	return n
+}
+
+// LoopShares is how many requests each of b's event loops has served.
+func LoopShares(b *Broker) []uint64 {
+	var n []uint64
+	for _, l := range b.loops {
+		n = append(n, l.requests.Load())
+	}
+	return n
 }
 
 // OnReply runs fn before each reply that owes mapped readers a wake is

@@ -31,6 +31,7 @@ type loop struct {
 	frameTO time.Duration // Config.FrameTimeout
 
 	requests atomic.Uint64 // served by the loop
+	held     atomic.Int32  // connections parked with it
 
 	mu    sync.Mutex // guards slots and free
 	slots []loopSlot // by token's low half
@@ -75,6 +76,8 @@ func (l *loop) park(s *session) error {
 		s.lastIn = time.Now()
 	}
 	s.frameFrom = time.Time{}
+	l.held.Add(1)
+	defer l.held.Add(-1)
 	tok := l.reserve()
 	if err := l.p.Add(s.conn, tok); err != nil {
 		// The loop is closing, or the kernel refused: the reader serves
@@ -83,7 +86,7 @@ func (l *loop) park(s *session) error {
 		s.conn.SetYield(ipc.NoYield)
 		return nil
 	}
-	s.slot = uint32(tok)
+	s.slot, s.loop = uint32(tok), l
 	l.mu.Lock()
 	l.slots[s.slot].s = s
 	l.mu.Unlock()
@@ -329,6 +332,28 @@ func (l *loop) handBack() {
 	l.backs = l.backs[:0]
 }
 
+// pickLoop is the loop a reader yields its connection to: the one holding
+// the fewest connections, the first of them from a point that moves on
+// each time, so that ties are shared out too.
+func (b *Broker) pickLoop() *loop {
+	n := len(b.loops)
+	from := int(b.nextLp.Add(1))
+	best := b.loops[from%n]
+	for i := 1; i < n; i++ {
+		if l := b.loops[(from+i)%n]; l.held.Load() < best.held.Load() {
+			best = l
+		}
+	}
+	return best
+}
+
+// closeLoops stops the loops; see loop.close.
+func (b *Broker) closeLoops() {
+	for _, l := range b.loops {
+		l.close()
+	}
+}
+
 // loopYield is when a reader yields to the loop; tests make it always.
 var loopYield = ipc.YieldWhenBusy
 
@@ -366,7 +391,7 @@ func (s *session) loopFrame(body []byte) error {
 	kind, err := s.serveDecoded(m, h, err)
 	s.handled(kind, start)
 	s.payOwed()
-	s.b.loop.requests.Add(1)
+	s.loop.requests.Add(1)
 	if err != nil {
 		return errEnded
 	}

@@ -343,3 +343,32 @@ func TestLoopWhenBusy(t *testing.T) {
 		t.Fatalf("the loop served %d of 1600 requests of 8 busy clients", n)
 	}
 }
+
+// TestLoopsShare: with several loops, the busy clients are shared out
+// among them, and every loop serves its share.
+func TestLoopsShare(t *testing.T) {
+	t.Cleanup(broker.LoopAlways())
+	h := start(t, broker.Config{Loops: 3})
+	var wg sync.WaitGroup
+	for range 6 {
+		r := h.raw(t, true)
+		wg.Go(func() {
+			for range 100 {
+				if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
+					t.Errorf("heartbeat: %#v", rep)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	shares := broker.LoopShares(h.b)
+	if len(shares) != 3 {
+		t.Fatalf("%d loops, want 3", len(shares))
+	}
+	for i, n := range shares {
+		if n < 100 {
+			t.Fatalf("loop %d served %d requests (all: %v)", i, n, shares)
+		}
+	}
+}

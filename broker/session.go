@@ -67,7 +67,8 @@ type session struct {
 	// uses what the reader does, and these.
 	loopFn    func([]byte) error // loopFrame, made once
 	resume    chan error         // the loop hands the connection back
-	slot      uint32             // in the loop's slots
+	loop      *loop              // the loop that has it, or had it last
+	slot      uint32             // in that loop's slots
 	lastIn    time.Time          // for the idle timeout
 	frameFrom time.Time          // when the unfinished frame in the loop began
 	rest      []byte             // of the replies, what the loop could not write
@@ -89,7 +90,7 @@ type session struct {
 func newSession(b *Broker, sock *ipc.InputPolled, cred ipc.Cred, u *account) *session {
 	s := &session{b: b, sock: sock, cred: cred, user: u, subs: map[string]*service{}, done: make(chan struct{}), out: newOutbox(u)}
 	s.out.start = func() { s.writer.Go(s.writeLoop) }
-	if b.loop != nil {
+	if len(b.loops) > 0 {
 		s.resume = make(chan error, 1)
 		s.loopFn = s.loopFrame
 	}
@@ -208,7 +209,7 @@ func (s *session) handshake() bool {
 			// spinning would only keep a second CPU busy.
 			s.conn.SetSpin(s.b.cfg.ReadSpin)
 		}
-		if s.b.loop != nil {
+		if len(s.b.loops) > 0 {
 			s.conn.SetYield(loopYield)
 		}
 		s.caller.Name = hello.ClientName
@@ -252,7 +253,7 @@ func (s *session) readLoop() {
 	for {
 		err := s.conn.ServeFrames(s.frameFn)
 		if errors.Is(err, ipc.ErrYield) {
-			err = s.b.loop.park(s)
+			err = s.b.pickLoop().park(s)
 			// Replies the loop could not write are the reader's to write.
 			if ferr := s.finishReply(); ferr != nil && err == nil {
 				err = errEnded

@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -153,10 +154,11 @@ func (b *SendBatch) send(r *ring, items []batchItem) *ring {
 // ringEntries is the most sends one io_uring_enter makes.
 const ringEntries = 256
 
-// maxRings bounds the instances kept, one per goroutine sending at once (a
-// broker's writers fanning out at the same time); a batch that finds them
-// all in use writes one connection at a time.
-const maxRings = 4
+// maxRings bounds the instances kept, one per goroutine sending or reading
+// at once (a broker's event loops, and its writers fanning out at the same
+// time): twice the CPUs the process runs on, and at least 4. A batch that
+// finds them all in use makes one system call per connection.
+func maxRings() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 var rings struct {
 	mu   sync.Mutex
@@ -197,7 +199,7 @@ func takeRing() *ring {
 		rings.free = rings.free[:n-1]
 		return r
 	}
-	if rings.made >= maxRings {
+	if rings.made >= maxRings() {
 		return nil
 	}
 	r, err := setupRing(ringEntries)

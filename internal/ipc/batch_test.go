@@ -246,7 +246,7 @@ func TestIOURingLimit(t *testing.T) {
 	defer func(f func(uint32) (*ring, error)) { setupRing = f }(setupRing)
 	setupRing = func(uint32) (*ring, error) { return nil, errors.New("over the limit") }
 	var more []*ring
-	for rings.made+len(more) < maxRings { // take any idle instances, then ask for a new one
+	for rings.made+len(more) < maxRings() { // take any idle instances, then ask for a new one
 		r := takeRing()
 		if r == nil {
 			break
