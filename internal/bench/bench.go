@@ -51,6 +51,17 @@ type Conn interface {
 	// Publish changes the value and tells every subscriber: a write for
 	// commy, PUBLISH for Redis.
 	Publish(value []byte) error
+
+	// Reads and Writes are the requests of Read and Write, encoded for a
+	// loop that sends them on SyscallConn itself; each call replaces the
+	// last one's bytes. Parse then takes the whole replies at the start
+	// of b, checking each as Read or Write would, and says how many bytes
+	// and replies it took.
+	Reads(n int) ([]byte, error)
+	Writes(n int, value []byte) ([]byte, error)
+	SyscallConn() (syscall.RawConn, error)
+	Parse(b []byte) (used, replies int, err error)
+
 	Close() error
 }
 
@@ -263,24 +274,18 @@ func measure(ctx context.Context, cfg Config, sys System, sc string, clients int
 	var err error
 	switch sc {
 	case ScenarioRead, ScenarioWrite:
-		op := func(c Conn) error { return c.Read(cfg.Pipeline) }
+		batch := func(c Conn) ([]byte, error) { return c.Reads(cfg.Pipeline) }
 		if sc == ScenarioWrite {
-			op = func(c Conn) error { return c.Write(cfg.Pipeline, value) }
+			batch = func(c Conn) ([]byte, error) { return c.Writes(cfg.Pipeline, value) }
 		}
-		lat, ops, elapsed, err = load(ctx, cfg, desc, clients, cfg.Pipeline, func() (func() error, func() error, error) {
-			c, err := sys.Conn()
-			if err != nil {
-				return nil, nil, err
-			}
-			return func() error { return op(c) }, c.Close, nil
-		})
+		lat, ops, elapsed, err = drive(ctx, cfg, desc, clients, sys.Conn, batch)
 	case ScenarioMappedRead, ScenarioOpen:
 		m, ok := sys.(Mapper)
 		if !ok {
 			return r, ErrNotSupported
 		}
 		r.Pipeline = 1
-		lat, ops, elapsed, err = load(ctx, cfg, desc, clients, 1, func() (func() error, func() error, error) {
+		lat, ops, elapsed, err = load(ctx, cfg, desc, clients, func() (func() error, func() error, error) {
 			if sc == ScenarioOpen {
 				return m.Opener()
 			}
@@ -336,9 +341,10 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // load runs clients goroutines, each with the op open makes, until
-// cfg.Requests operations (each call counts per) or cfg.Duration passed.
-// Every call's latency is one sample.
-func load(ctx context.Context, cfg Config, desc string, clients, per int, open func() (op, close func() error, err error)) ([]time.Duration, int64, time.Duration, error) {
+// cfg.Requests operations or cfg.Duration passed. Every call is one
+// operation and its latency one sample. It is for operations that are not
+// a round trip on a socket; drive runs those.
+func load(ctx context.Context, cfg Config, desc string, clients int, open func() (op, close func() error, err error)) ([]time.Duration, int64, time.Duration, error) {
 	type worker struct {
 		op, close func() error
 		lat       []time.Duration
@@ -367,7 +373,7 @@ func load(ctx context.Context, cfg Config, desc string, clients, per int, open f
 	var wg sync.WaitGroup
 	for _, w := range ws {
 		wg.Go(func() {
-			for range cfg.Warmup / per {
+			for range cfg.Warmup {
 				if w.err = w.op(); w.err != nil {
 					stop.Store(true)
 					<-start
@@ -377,7 +383,7 @@ func load(ctx context.Context, cfg Config, desc string, clients, per int, open f
 			<-start
 			for !stop.Load() {
 				if deadline.IsZero() {
-					if issued.Add(int64(per)) > total {
+					if issued.Add(1) > total {
 						return
 					}
 				} else if time.Now().After(deadline) {
@@ -389,7 +395,7 @@ func load(ctx context.Context, cfg Config, desc string, clients, per int, open f
 					return
 				}
 				w.lat = append(w.lat, time.Since(t))
-				done.Add(int64(per))
+				done.Add(1)
 			}
 		})
 	}

@@ -125,7 +125,10 @@ func (cc *commyConn) roundTrip(n int, into ipc.Message) (ipc.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		if into != nil && ipc.DecodeInto(body, into) == nil {
+		if into != nil {
+			if err := decodeReply(body, into); err != nil {
+				return nil, err
+			}
 			last = into
 			continue
 		}
@@ -136,12 +139,41 @@ func (cc *commyConn) roundTrip(n int, into ipc.Message) (ipc.Message, error) {
 		if e, ok := m.(*ipc.Error); ok {
 			return nil, &ipc.RemoteError{Code: e.ErrorCode, Message: e.Message}
 		}
-		if into != nil {
-			return nil, fmt.Errorf("bench: commy: %s where %s was due", m.Kind(), into.Kind())
-		}
 		last = m
 	}
 	return last, nil
+}
+
+// decodeReply decodes body into into; an Error reply comes back as the
+// error, and any other kind as an error naming it.
+func decodeReply(body []byte, into ipc.Message) error {
+	if ipc.DecodeInto(body, into) == nil {
+		return nil
+	}
+	m, _, err := ipc.Decode(body)
+	if err != nil {
+		return fmt.Errorf("bench: commy: %w", err)
+	}
+	if e, ok := m.(*ipc.Error); ok {
+		return &ipc.RemoteError{Code: e.ErrorCode, Message: e.Message}
+	}
+	return fmt.Errorf("bench: commy: %s where %s was due", m.Kind(), into.Kind())
+}
+
+// frames calls take with the body of each whole frame at the start of b,
+// until it fails, and says how many bytes and frames it took.
+func frames(b []byte, take func(body []byte) error) (used, n int, err error) {
+	for {
+		body, size := ipc.SplitFrame(b[used:])
+		if size == 0 {
+			return used, n, nil
+		}
+		if err := take(body); err != nil {
+			return used, n, err
+		}
+		used += size
+		n++
+	}
 }
 
 func (cc *commyConn) call(m ipc.Message) (ipc.Message, error) {
@@ -156,12 +188,18 @@ func (cc *commyConn) Close() error {
 	return cc.c.Close()
 }
 
+func (cc *commyConn) SyscallConn() (syscall.RawConn, error) {
+	return cc.c.UnixConn().SyscallConn()
+}
+
 type commyClient struct {
 	*commyConn
 	read    ipc.ReadVariable
 	write   ipc.WriteVariable
 	data    ipc.VariableData    // read's replies
 	written ipc.VariableWritten // write's replies
+	due     ipc.Message         // what Parse decodes into: data or written
+	replied uint64              // the id of the last reply Parse took
 }
 
 // Conn implements System.
@@ -170,29 +208,68 @@ func (c *Commy) Conn() (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newCommyClient(cc, c.serviceID), nil
+}
+
+func newCommyClient(cc *commyConn, serviceID string) *commyClient {
 	return &commyClient{
 		commyConn: cc,
-		read:      ipc.ReadVariable{ServiceID: c.serviceID, VariableName: Variable},
-		write:     ipc.WriteVariable{ServiceID: c.serviceID, VariableName: Variable},
-	}, nil
+		read:      ipc.ReadVariable{ServiceID: serviceID, VariableName: Variable},
+		write:     ipc.WriteVariable{ServiceID: serviceID, VariableName: Variable},
+	}
+}
+
+// batch replaces the queue with n frames of m, each with a fresh id, and
+// returns it; Parse then decodes the replies into into.
+func (cc *commyClient) batch(n int, m, into ipc.Message) ([]byte, error) {
+	cc.buf = cc.buf[:0]
+	cc.due, cc.replied = into, cc.next
+	for range n {
+		if err := cc.queue(m); err != nil {
+			return nil, err
+		}
+	}
+	return cc.buf, nil
+}
+
+func (cc *commyClient) Reads(n int) ([]byte, error) { return cc.batch(n, &cc.read, &cc.data) }
+
+func (cc *commyClient) Writes(n int, value []byte) ([]byte, error) {
+	cc.write.Data = value
+	return cc.batch(n, &cc.write, &cc.written)
+}
+
+// Parse decodes each reply as Read or Write does, and checks that it
+// answers the next request of the batch.
+func (cc *commyClient) Parse(b []byte) (used, replies int, err error) {
+	return frames(b, cc.take)
+}
+
+func (cc *commyClient) take(body []byte) error {
+	if cc.due == nil {
+		return errors.New("bench: commy: a reply with no batch sent")
+	}
+	if err := decodeReply(body, cc.due); err != nil {
+		return err
+	}
+	cc.replied++
+	if id := cc.due.Hdr().ID; id != cc.replied {
+		return fmt.Errorf("bench: commy: the reply to request %d where %d was due", id, cc.replied)
+	}
+	return nil
 }
 
 func (cc *commyClient) Read(n int) error {
-	for range n {
-		if err := cc.queue(&cc.read); err != nil {
-			return err
-		}
+	if _, err := cc.Reads(n); err != nil {
+		return err
 	}
 	_, err := cc.roundTrip(n, &cc.data)
 	return err
 }
 
 func (cc *commyClient) Write(n int, value []byte) error {
-	cc.write.Data = value
-	for range n {
-		if err := cc.queue(&cc.write); err != nil {
-			return err
-		}
+	if _, err := cc.Writes(n, value); err != nil {
+		return err
 	}
 	_, err := cc.roundTrip(n, &cc.written)
 	return err
@@ -224,22 +301,8 @@ func (c *Commy) Subscriber() (Subscriber, error) {
 	return commySubscriber{cc, &ipc.VariablesUpdated{}}, nil
 }
 
-func (s commySubscriber) SyscallConn() (syscall.RawConn, error) {
-	return s.c.UnixConn().SyscallConn()
-}
-
 func (s commySubscriber) Parse(b []byte) (used, notices int, err error) {
-	for {
-		body, size := ipc.SplitFrame(b[used:])
-		if size == 0 {
-			return used, notices, nil
-		}
-		if err := ipc.DecodeInto(body, s.vu); err != nil {
-			return used, notices, fmt.Errorf("bench: commy: %w", err)
-		}
-		used += size
-		notices++
-	}
+	return frames(b, func(body []byte) error { return decodeReply(body, s.vu) })
 }
 
 // mapService asks for the service file and maps the descriptor that comes

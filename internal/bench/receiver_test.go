@@ -106,7 +106,7 @@ func TestReceiver(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := redisSubscriber{&redisConn{nc: nc}}
+				s := &redisConn{nc: nc}
 				sub = s
 				notice = func(i int) []byte {
 					if i == 3 {
@@ -191,7 +191,7 @@ func TestReceiverStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := newReceiver([]Subscriber{redisSubscriber{&redisConn{nc: nc}}}, func(int) {})
+	r, err := newReceiver([]Subscriber{&redisConn{nc: nc}}, func(int) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ type redisConn struct {
 	in      []byte      // received; in[rd:wr] not parsed yet
 	rd, wr  int
 	wbuf    []byte
-	bulk    []byte // the last bulk string a subscriber parsed
+	bulk    []byte // the last bulk string Parse took
 	get     []byte // GET key, encoded once
 	setHead []byte // SET key, without the value
 }
@@ -91,11 +91,18 @@ func (r *Redis) dial(ctx context.Context) (*redisConn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("bench: redis: %w", err)
 	}
+	return newRedisConn(r, nc), nil
+}
+
+func newRedisConn(r *Redis, nc *ipc.Stream) *redisConn {
 	c := &redisConn{r: r, nc: nc, in: make([]byte, 16<<10)}
 	c.command([]byte("GET"), []byte(r.key))
 	c.get = bytes.Clone(c.wbuf)
 	c.wbuf = c.wbuf[:0]
-	return c, nil
+	c.command([]byte("SET"), []byte(r.key), nil)
+	c.setHead = bytes.Clone(c.wbuf[:len(c.wbuf)-len("$0\r\n\r\n")])
+	c.wbuf = c.wbuf[:0]
+	return c
 }
 
 // command appends a command in RESP's array-of-bulk-strings form.
@@ -202,17 +209,38 @@ func respValue(b []byte) (n int, last []byte, err error) {
 	}
 }
 
-func (c *redisConn) Read(n int) error {
+func (c *redisConn) Reads(n int) ([]byte, error) {
+	c.wbuf = c.wbuf[:0]
 	for range n {
 		c.wbuf = append(c.wbuf, c.get...)
+	}
+	return c.wbuf, nil
+}
+
+func (c *redisConn) Writes(n int, value []byte) ([]byte, error) {
+	c.wbuf = c.wbuf[:0]
+	for range n {
+		c.wbuf = append(c.wbuf, c.setHead...)
+		c.wbuf = append(c.wbuf, '$')
+		c.wbuf = strconv.AppendInt(c.wbuf, int64(len(value)), 10)
+		c.wbuf = append(c.wbuf, "\r\n"...)
+		c.wbuf = append(c.wbuf, value...)
+		c.wbuf = append(c.wbuf, "\r\n"...)
+	}
+	return c.wbuf, nil
+}
+
+func (c *redisConn) Read(n int) error {
+	if _, err := c.Reads(n); err != nil {
+		return err
 	}
 	_, err := c.roundTrip(n)
 	return err
 }
 
 func (c *redisConn) Write(n int, value []byte) error {
-	for range n {
-		c.command([]byte("SET"), []byte(c.r.key), value)
+	if _, err := c.Writes(n, value); err != nil {
+		return err
 	}
 	_, err := c.roundTrip(n)
 	return err
@@ -229,8 +257,6 @@ func (c *redisConn) Close() error { return c.nc.Close() }
 // Conn implements System.
 func (r *Redis) Conn() (Conn, error) { return r.dial(context.Background()) }
 
-type redisSubscriber struct{ *redisConn }
-
 // Subscriber implements System.
 func (r *Redis) Subscriber() (Subscriber, error) {
 	c, err := r.dial(context.Background())
@@ -246,21 +272,21 @@ func (r *Redis) Subscriber() (Subscriber, error) {
 		c.Close()
 		return nil, errors.New("bench: redis: a message came with the reply to SUBSCRIBE")
 	}
-	return redisSubscriber{c}, nil
+	return c, nil
 }
 
-func (s redisSubscriber) SyscallConn() (syscall.RawConn, error) { return s.nc.SyscallConn() }
+func (c *redisConn) SyscallConn() (syscall.RawConn, error) { return c.nc.SyscallConn() }
 
-// Parse parses every whole message pushed to the subscriber in b, copying
-// each payload as a client would.
-func (s redisSubscriber) Parse(b []byte) (used, notices int, err error) {
+// Parse parses every whole reply, or message pushed to a subscriber, in b,
+// copying each payload as a client would.
+func (c *redisConn) Parse(b []byte) (used, replies int, err error) {
 	for {
 		n, last, err := respValue(b[used:])
 		if n == 0 || err != nil {
-			return used, notices, err
+			return used, replies, err
 		}
-		s.bulk = append(s.bulk[:0], last...)
+		c.bulk = append(c.bulk[:0], last...)
 		used += n
-		notices++
+		replies++
 	}
 }
