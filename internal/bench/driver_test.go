@@ -40,13 +40,14 @@ func startRedis(t *testing.T) string {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	for range 500 {
-		if _, err := os.Stat(sock); err == nil {
+	for range 500 { // the socket file is there before redis listens on it
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("redis-server did not create its socket within 5s")
+	t.Fatal("redis-server did not listen on its socket within 5s")
 	return ""
 }
 
@@ -102,8 +103,8 @@ func TestDriveServers(t *testing.T) {
 	for _, r := range rs {
 		if r.Ops != requests || len(r.Latencies) != requests/pipeline || r.Pipeline != pipeline || r.OpsPerSec <= 0 ||
 			r.Latencies[0] <= 0 {
-			t.Errorf("%s %s: %d ops, %d samples, %+v; want %d ops in %d samples", r.System, r.Label(), r.Ops,
-				len(r.Latencies), r, requests, requests/pipeline)
+			t.Errorf("%s %s: %d ops in %d samples of pipeline %d, %.0f ops/s; want %d ops in %d samples", r.System,
+				r.Label(), r.Ops, len(r.Latencies), r.Pipeline, r.OpsPerSec, requests, requests/pipeline)
 		}
 	}
 	svc, err := cl.Service(ctx, "drive", "bench")
@@ -210,8 +211,10 @@ func (f *fakeServer) errorReply() []byte {
 	return frame
 }
 
-// serve answers batches until the client closes its end.
+// serve answers batches until the client closes its end. It closes conn,
+// so that a client it found fault with is not left waiting.
 func (f *fakeServer) serve(conn *net.UnixConn) error {
+	defer conn.Close()
 	var in []byte
 	buf := make([]byte, 64<<10)
 	for batch := 0; ; batch++ {
@@ -346,11 +349,11 @@ func TestDriveSplitReplies(t *testing.T) {
 				defer cancel()
 				cfg := Config{Requests: clients * batches * per, Pipeline: per, Warmup: per}
 				lat, ops, _, err := drive(ctx, cfg, "", clients, opener(conns), batch)
+				if serr := wait(); serr != nil {
+					t.Fatalf("server: %v (the run: %v)", serr, err)
+				}
 				if err != nil {
 					t.Fatal(err)
-				}
-				if err := wait(); err != nil {
-					t.Fatalf("server: %v", err)
 				}
 				if ops != clients*batches*per || len(lat) != clients*batches {
 					t.Fatalf("%d ops in %d samples, want %d in %d", ops, len(lat), clients*batches*per, clients*batches)
