@@ -128,7 +128,7 @@ type Broker struct {
 	stats   counters
 	latency *latency      // nil unless Config.Metrics
 	loops   []*loop       // none: every reader serves its own connection
-	nextLp  atomic.Uint32 // the loop the next connection to yield goes to
+	nextLp  atomic.Uint32 // where pickLoop starts looking
 
 	refusedLogged atomic.Int64 // the second a refusal was last logged
 	users         *users

@@ -20,6 +20,16 @@ func LoopShares(b *Broker) []uint64 {
 	return n
 }
 
+// LoopHandBacks is how many times b's event loops have handed a
+// connection back to its reader.
+func LoopHandBacks(b *Broker) uint64 {
+	var n uint64
+	for _, l := range b.loops {
+		n += l.handed.Load()
+	}
+	return n
+}
+
 // OnReply runs fn before each reply that owes mapped readers a wake is
 // written, after any wake that goes first. Set it before the broker starts;
 // the function returned undoes it.

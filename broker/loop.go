@@ -32,6 +32,7 @@ type loop struct {
 
 	requests atomic.Uint64 // served by the loop
 	held     atomic.Int32  // connections parked with it
+	handed   atomic.Uint64 // connections handed back
 
 	mu    sync.Mutex // guards slots and free
 	slots []loopSlot // by token's low half
@@ -193,6 +194,7 @@ func (l *loop) pass(toks []uint64) {
 		l.reads.Add(s.conn)
 	}
 	l.reads.Read()
+	alone := len(l.served) == 1 && l.served[0].conn.ServedLast()
 	for i, s := range l.served {
 		s.lastIn = now
 		keep, err := l.reads.Serve(i, s.loopFn)
@@ -246,11 +248,12 @@ func (l *loop) pass(toks []uint64) {
 		beforeReply()
 	}
 	l.batch.Flush(l.flush)
-	// A session served alone in two passes in a row has the broker to
-	// itself: its reader serves it with fewer system calls (and spins
-	// for it), until another connection is served (ipc.Conn.SetYield).
+	// A session served alone in two passes in a row, no other connection
+	// served before either (by this loop, another or a reader), has the
+	// broker to itself: its reader serves it with fewer system calls (and
+	// spins for it), until another connection is served (ipc.Conn.SetYield).
 	switch {
-	case len(l.served) != 1:
+	case !alone:
 		l.alone = nil
 	case l.served[0] == l.alone:
 		l.giveBack(l.alone, nil)
@@ -328,6 +331,7 @@ func (l *loop) handBack() {
 		s.back, s.backErr = false, nil
 		s.resume <- err
 		l.backs[i] = nil
+		l.handed.Add(1)
 	}
 	l.backs = l.backs[:0]
 }

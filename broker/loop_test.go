@@ -372,3 +372,37 @@ func TestLoopsShare(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopsAlone: a loop serving one session in two passes in a row hands
+// it back to its reader only if no other connection was served in between,
+// by another loop either: two clients taking turns, each on a loop of its
+// own, stay with their loops.
+func TestLoopsAlone(t *testing.T) {
+	t.Cleanup(broker.LoopAlways())
+	h := start(t, broker.Config{Loops: 2})
+	a, b := h.raw(t, true), h.raw(t, true)
+	turns := func() {
+		for range 100 {
+			for _, r := range []*raw{a, b} {
+				if rep := r.do(&ipc.Heartbeat{}); rep.Kind() != "Heartbeat" {
+					t.Fatalf("heartbeat: %#v", rep)
+				}
+			}
+		}
+	}
+	turns()
+	if shares := broker.LoopShares(h.b); shares[0] < 100 || shares[1] < 100 {
+		t.Fatalf("the loops served %v of 2 clients' 200 requests each", shares)
+	}
+	if n := broker.LoopHandBacks(h.b); n > 0 {
+		t.Fatalf("%d hand-backs of clients taking turns", n)
+	}
+	// Alone, a client goes back to its reader (which yields again, as
+	// LoopAlways has it).
+	for range 10 {
+		a.do(&ipc.Heartbeat{})
+	}
+	if n := broker.LoopHandBacks(h.b); n == 0 {
+		t.Fatal("a client alone was not handed back")
+	}
+}

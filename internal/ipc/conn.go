@@ -338,6 +338,10 @@ func (c *Conn) step(fd uintptr) bool {
 // a ReadBatch (see SetSpin and SetYield).
 var lastServed atomic.Pointer[Conn]
 
+// ServedLast reports whether c's frame is the last one served, by any
+// Conn of the process: whether c has had its server to itself since.
+func (c *Conn) ServedLast() bool { return lastServed.Load() == c }
+
 func (c *Conn) served() {
 	if lastServed.Load() != c {
 		lastServed.Store(c)
