@@ -503,7 +503,7 @@ func fanout(ctx context.Context, cfg Config, desc string, sys System, subs int, 
 	errs := make(chan error, 1)
 	go func() { errs <- rcv.run() }()
 	defer func() { // before the subscribers close
-		rcv.stop.Store(true)
+		rcv.stop()
 		<-errs
 	}()
 	rounds := int64(cfg.Rounds)

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -46,8 +48,7 @@ func drive(ctx context.Context, cfg Config, desc string, clients int, open func(
 	if cfg.Duration == 0 {
 		d.lat = make([]time.Duration, 0, d.total/int64(d.per))
 	}
-	var stop atomic.Bool
-	cancel := context.AfterFunc(ctx, func() { stop.Store(true) })
+	cancel := context.AfterFunc(ctx, d.p.interrupt)
 	defer cancel()
 
 	for i := range d.cs {
@@ -55,7 +56,7 @@ func drive(ctx context.Context, cfg Config, desc string, clients int, open func(
 			return nil, 0, 0, err
 		}
 	}
-	if err := d.run(ctx, &stop); err != nil {
+	if err := d.run(ctx); err != nil {
 		return nil, 0, 0, err
 	}
 	stopProgress := progress(cfg, desc, d.total, &d.done)
@@ -70,7 +71,7 @@ func drive(ctx context.Context, cfg Config, desc string, clients int, open func(
 		}
 	}
 	if err == nil {
-		err = d.run(ctx, &stop)
+		err = d.run(ctx)
 	}
 	elapsed := time.Since(t0)
 	stopProgress()
@@ -107,14 +108,13 @@ type driven struct {
 	blocked bool
 }
 
-// run handles events until no client has a batch in flight, or stop is
-// set (then it returns ctx's error).
-func (d *driver) run(ctx context.Context, stop *atomic.Bool) error {
+// run handles events until no client has a batch in flight, or ctx ends.
+func (d *driver) run(ctx context.Context) error {
 	for d.busy > 0 {
-		if stop.Load() {
+		evs, err := d.p.wait()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		evs, err := d.p.wait()
 		if err != nil {
 			return err
 		}

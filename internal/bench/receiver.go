@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"errors"
+	"os"
 	"sync/atomic"
 )
 
@@ -10,9 +12,9 @@ import (
 // server spends sending, and the last notice's arrival then measures the
 // generator; one loop costs a read per ready socket.
 type receiver struct {
-	p     *poller
-	stop  atomic.Bool
-	count func(n int) // notices completed by one pass
+	p       *poller
+	stopped atomic.Bool
+	count   func(n int) // notices completed by one pass
 }
 
 // newReceiver watches the sockets of subs for input. They must stay open
@@ -29,12 +31,15 @@ func newReceiver(subs []Subscriber, count func(n int)) (*receiver, error) {
 	return &receiver{p: p, count: count}, nil
 }
 
-// run reads until stop is set or a socket fails, and then returns that
+// run reads until stop is called or a socket fails, and then returns that
 // error (nil after stop). It closes the epoll instance.
 func (r *receiver) run() error {
 	defer r.p.close()
-	for !r.stop.Load() {
+	for {
 		evs, err := r.p.wait()
+		if errors.Is(err, os.ErrDeadlineExceeded) && r.stopped.Load() {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -50,5 +55,10 @@ func (r *receiver) run() error {
 			r.count(got)
 		}
 	}
-	return nil
+}
+
+// stop makes run return. It may be called from any goroutine.
+func (r *receiver) stop() {
+	r.stopped.Store(true) // before the interrupt, which run then sees
+	r.p.interrupt()
 }

@@ -197,7 +197,7 @@ func TestReceiverStop(t *testing.T) {
 	}
 	errs := make(chan error, 1)
 	go func() { errs <- r.run() }()
-	r.stop.Store(true)
+	r.stop()
 	select {
 	case err := <-errs:
 		if err != nil {
