@@ -6,8 +6,8 @@ import (
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 
+	"github.com/commy/commy/internal/ipc"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,8 +24,11 @@ type parser interface {
 // one event loop: one read per ready socket instead of a goroutine wake per
 // message. The epoll instance itself waits in the runtime's poller, so that
 // an idle loop parks its goroutine rather than a thread in epoll_wait (which
-// the runtime's monitor would then keep checking on). It is not safe for
-// concurrent use, but for interrupt.
+// the runtime's monitor would then keep checking on), and its socket calls,
+// which never wait, are made raw (ipc.Recvfrom, ipc.Sendto,
+// ipc.EpollPwait): with the runtime's system call bookkeeping they cost the
+// loop about a quarter more CPU here. It is not safe for concurrent use,
+// but for interrupt.
 type poller struct {
 	ep    *os.File
 	rc    syscall.RawConn // of ep
@@ -94,7 +97,7 @@ func (p *poller) wait() ([]unix.EpollEvent, error) {
 	var err error
 	rerr := p.rc.Read(func(ep uintptr) bool {
 		for {
-			n, err = epollPwait(int(ep), p.evs)
+			n, err = ipc.EpollPwait(int(ep), p.evs)
 			if !errors.Is(err, unix.EINTR) {
 				return err != nil || n > 0 // else wait until the instance is readable
 			}
@@ -131,7 +134,7 @@ func (p *poller) ctl(op, i int, events uint32) error {
 func (p *poller) read(s *polled) (int, error) {
 	got := 0
 	for {
-		n, err := recvfrom(s.fd, p.buf)
+		n, err := ipc.Recvfrom(s.fd, p.buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return got, nil
@@ -163,7 +166,7 @@ func (p *poller) read(s *polled) (int, error) {
 // the rest.
 func (p *poller) write(s *polled, b []byte) ([]byte, error) {
 	for len(b) > 0 {
-		n, err := sendto(s.fd, b)
+		n, err := ipc.Sendto(s.fd, b)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return b, nil
@@ -175,37 +178,4 @@ func (p *poller) write(s *polled, b []byte) ([]byte, error) {
 		b = b[n:]
 	}
 	return b, nil
-}
-
-// The system calls below never wait, so they are made raw, without the
-// runtime's system call bookkeeping: with it, the monitor thread is woken
-// when it sleeps, and may hand the loop's processor to another thread while
-// the kernel, woken server and all, runs elsewhere; here that cost the loop
-// about a quarter of its CPU.
-
-// epollPwait wraps epoll_pwait(2) with a timeout of 0.
-func epollPwait(ep int, evs []unix.EpollEvent) (int, error) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// recvfrom wraps recvfrom(2) with MSG_DONTWAIT.
-func recvfrom(fd int, b []byte) (int, error) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// sendto wraps sendto(2) with MSG_DONTWAIT and MSG_NOSIGNAL.
-func sendto(fd int, b []byte) (int, error) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
 }

@@ -877,16 +877,6 @@ func (s *sender) send(fd uintptr) bool {
 // maxIovecs is the most buffers one sendmsg(2) takes (UIO_MAXIOV).
 const maxIovecs = 1024
 
-// sendto sends p without waiting for room (MSG_DONTWAIT) and without
-// SIGPIPE. A call that cannot block is made as a raw system call: the
-// runtime does not hand the goroutine's P to another thread around it, which
-// on a busy machine costs more than the call (and keeps the runtime's
-// monitor polling at its fastest rate).
-func sendto(fd uintptr, p []byte) (int, syscall.Errno) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
-	return int(n), errno
-}
-
 // MaxTryWrite is the largest write TryWrite attempts. A Unix stream socket
 // sends that much as one buffer, so a write that does not block is whole.
 const MaxTryWrite = 2048

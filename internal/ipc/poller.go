@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -329,11 +328,11 @@ func (p *Poller) Wait(tokens []uint64) ([]uint64, error) {
 
 // poll is one epoll_wait(2) that does not wait.
 func (p *Poller) poll() int {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.ep), uintptr(unsafe.Pointer(&p.evs[0])), uintptr(len(p.evs)), 0, 0, 0)
+	n, errno := epollPwait(uintptr(p.ep), p.evs)
 	if errno != 0 {
 		n = 0
 	}
-	p.n = int(n)
+	p.n = n
 	return p.n
 }
 

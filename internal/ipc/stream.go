@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,11 +64,11 @@ func (s *Stream) Read(p []byte) (int, error) {
 
 // recv is the poller callback for Read: one recvfrom(2) that does not wait.
 func (s *Stream) recv(fd uintptr) bool {
-	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.rp[0])), uintptr(len(s.rp)), unix.MSG_DONTWAIT, 0, 0)
+	n, errno := recvfrom(fd, s.rp)
 	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
 	}
-	s.rn, s.rerr = int(n), nil
+	s.rn, s.rerr = n, nil
 	if errno != 0 {
 		s.rn, s.rerr = 0, os.NewSyscallError("recvfrom", errno)
 	}
