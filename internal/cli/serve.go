@@ -49,7 +49,7 @@ func serveCommand() *ucli.Command {
 			readSpinFlag(),
 			&ucli.BoolFlag{Name: "no-io-uring", Usage: "never use io_uring: one system call for each notice of a fan-out, and for each read and reply of the event loop"},
 			&ucli.BoolFlag{Name: "no-event-loop", Usage: "serve every connection from a goroutine of its own, never from the event loop that serves many busy connections from one"},
-			&ucli.IntFlag{Name: "procs", Usage: "run the broker's goroutines on at most `N` CPUs at once (default: $GOMAXPROCS if set, else half the CPUs the process may use, at least 1)"},
+			&ucli.IntFlag{Name: "procs", Usage: "run the broker's goroutines on at most `N` CPUs at once, with an event loop for each (default: $GOMAXPROCS if set, else half the CPUs the process may use, at least 1)"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&ucli.StringFlag{Name: "log-format", Value: "auto", Usage: "text, json, or auto (json under systemd)"},
 			&ucli.BoolFlag{Name: "fd-store", Value: true, Usage: "with --backend memfd under systemd, keep tenants and services in the unit's file descriptor store (FileDescriptorStoreMax=) so that they survive a restart"},
