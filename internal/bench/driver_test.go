@@ -7,49 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/commy/commy/internal/ipc"
+	"github.com/commy/commy/internal/testutil"
 )
-
-// startRedis runs a throwaway redis-server on a Unix socket, persistence
-// off, until the test ends, and returns the socket path. It skips the test
-// when redis-server is not installed.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (apt-get install redis-server): no Redis to drive")
-	}
-	dir, err := os.MkdirTemp("", "cb") // short: a socket path has at most 107 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "r.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	for range 500 { // the socket file is there before redis listens on it
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return sock
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not listen on its socket within 5s")
-	return ""
-}
 
 // benchValue is the value measure reads and writes, of n bytes.
 func benchValue(n int) []byte {
@@ -73,7 +37,7 @@ func TestDriveServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cm.Close()
-	rd, err := DialRedis(ctx, startRedis(t), "commy-bench-test", 64)
+	rd, err := DialRedis(ctx, testutil.StartRedis(t), "commy-bench-test", 64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,45 +3,14 @@ package cli
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/commy/commy/internal/bench"
+	"github.com/commy/commy/internal/testutil"
 )
-
-// startRedis runs a throwaway redis-server on a Unix socket, persistence
-// off, and returns the socket path. It skips the test when redis-server is
-// not installed (.ci/run installs it).
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (apt-get install redis-server): no Redis to compare with")
-	}
-	dir := shortDir(t)
-	sock := filepath.Join(dir, "r.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	for i := 0; i < 500; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not create its socket within 5s")
-	return ""
-}
 
 // benchRun runs `commy bench --json` with small counts and decodes the report.
 func benchRun(t *testing.T, args ...string) benchReport {
@@ -118,7 +87,7 @@ func TestBench(t *testing.T) {
 	})
 
 	t.Run("redis", func(t *testing.T) {
-		rsock := startRedis(t)
+		rsock := testutil.StartRedis(t)
 		rep := benchRun(t, "--redis", rsock)
 		checkResults(t, rep, "commy", bench.Scenarios)
 		checkResults(t, rep, "redis", []string{bench.ScenarioRead, bench.ScenarioWrite, bench.ScenarioNotify, bench.ScenarioFanout})
