@@ -99,10 +99,17 @@ func newRedisConn(r *Redis, nc *ipc.Stream) *redisConn {
 	c.command([]byte("GET"), []byte(r.key))
 	c.get = bytes.Clone(c.wbuf)
 	c.wbuf = c.wbuf[:0]
-	c.command([]byte("SET"), []byte(r.key), nil)
-	c.setHead = bytes.Clone(c.wbuf[:len(c.wbuf)-len("$0\r\n\r\n")])
-	c.wbuf = c.wbuf[:0]
+	c.setHead = appendBulk(appendBulk([]byte("*3\r\n"), []byte("SET")), []byte(r.key))
 	return c
+}
+
+// appendBulk appends a as a RESP bulk string.
+func appendBulk(b, a []byte) []byte {
+	b = append(b, '$')
+	b = strconv.AppendInt(b, int64(len(a)), 10)
+	b = append(b, "\r\n"...)
+	b = append(b, a...)
+	return append(b, "\r\n"...)
 }
 
 // command appends a command in RESP's array-of-bulk-strings form.
@@ -111,11 +118,7 @@ func (c *redisConn) command(args ...[]byte) {
 	c.wbuf = strconv.AppendInt(c.wbuf, int64(len(args)), 10)
 	c.wbuf = append(c.wbuf, "\r\n"...)
 	for _, a := range args {
-		c.wbuf = append(c.wbuf, '$')
-		c.wbuf = strconv.AppendInt(c.wbuf, int64(len(a)), 10)
-		c.wbuf = append(c.wbuf, "\r\n"...)
-		c.wbuf = append(c.wbuf, a...)
-		c.wbuf = append(c.wbuf, "\r\n"...)
+		c.wbuf = appendBulk(c.wbuf, a)
 	}
 }
 
@@ -220,12 +223,7 @@ func (c *redisConn) Reads(n int) ([]byte, error) {
 func (c *redisConn) Writes(n int, value []byte) ([]byte, error) {
 	c.wbuf = c.wbuf[:0]
 	for range n {
-		c.wbuf = append(c.wbuf, c.setHead...)
-		c.wbuf = append(c.wbuf, '$')
-		c.wbuf = strconv.AppendInt(c.wbuf, int64(len(value)), 10)
-		c.wbuf = append(c.wbuf, "\r\n"...)
-		c.wbuf = append(c.wbuf, value...)
-		c.wbuf = append(c.wbuf, "\r\n"...)
+		c.wbuf = appendBulk(append(c.wbuf, c.setHead...), value)
 	}
 	return c.wbuf, nil
 }
