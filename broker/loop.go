@@ -237,11 +237,8 @@ func (l *loop) pass(toks []uint64) {
 	// before the replies go out (see session.flush); the others after.
 	owed := false
 	for _, s := range l.served {
-		if len(s.wakes) > 0 {
+		if s.wakeWatched() {
 			owed = true
-			if s.readersWatching() {
-				s.wakeReaders()
-			}
 		}
 	}
 	if owed && beforeReply != nil {

@@ -408,10 +408,7 @@ func (s *session) flush() error {
 	// that must wait for room never delays the readers.
 	var done bool
 	var err error
-	if len(s.wakes) > 0 {
-		if s.readersWatching() {
-			s.wakeReaders()
-		}
+	if s.wakeWatched() {
 		if beforeReply != nil {
 			beforeReply()
 		}
@@ -445,15 +442,18 @@ func (s *session) changed(svc *service) {
 	}
 }
 
-// readersWatching reports whether a file the session changed had mapped
-// readers waiting at its last wake (shm.File.Watched).
-func (s *session) readersWatching() bool {
+// wakeWatched wakes the mapped readers of the files the session changed
+// now, before the reply, if a file's last wake found readers waiting
+// (shm.File.Watched); else it leaves them to wakeReaders. It reports
+// whether the session owes any wake.
+func (s *session) wakeWatched() bool {
 	for _, f := range s.wakes {
 		if f.Watched() {
+			s.wakeReaders()
 			return true
 		}
 	}
-	return false
+	return len(s.wakes) > 0
 }
 
 // beforeReply, for tests, runs before a reply that owes mapped readers a
