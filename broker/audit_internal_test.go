@@ -88,6 +88,32 @@ func TestAuditBatches(t *testing.T) {
 	t.Logf("%d records in %d writes", n, writes)
 }
 
+// TestAuditSharesWrites: records a millisecond or two apart, as a broker
+// logs the writes of a client that writes every few milliseconds, share
+// writes: the writer is not woken once per record.
+func TestAuditSharesWrites(t *testing.T) {
+	f := &countingFile{}
+	a := newAudit(f, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const n = 40
+	t0 := time.Now()
+	for range n {
+		a.Log(Record{Event: EventWrite, ServiceID: "t_s", Variables: []string{"v"}})
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(t0)
+	a.Close()
+	writes, lines := f.state()
+	if lines != n {
+		t.Fatalf("%d records written, want %d", lines, n)
+	}
+	// About one write per 20 ms, and the one Close makes; a writer woken
+	// 2 ms after each record writes about every 2 ms.
+	if limit := int(took/(10*time.Millisecond)) + 2; writes > limit {
+		t.Fatalf("%d records over %v took %d writes, want at most %d", n, took, writes, limit)
+	}
+	t.Logf("%d records over %v in %d writes", n, took, writes)
+}
+
 // TestAuditQueueBound: with the file stuck, Log blocks once the queue is
 // full instead of growing it or dropping records, and every record is
 // written once the file moves again.
