@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +44,7 @@ func bridgeCommand() *ucli.Command {
 		Flags: []ucli.Flag{
 			configFlag,
 			&ucli.BoolFlag{Name: "resync", Usage: "ignore the saved position: replay the stream, then publish the local values that differ"},
+			&ucli.IntFlag{Name: "procs", Usage: "run the bridge's goroutines on at most `N` CPUs at once (default: $GOMAXPROCS if set, else 1)"},
 			&ucli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus metrics at /metrics and the status at /status on `ADDR`: a loopback HOST:PORT, or unix:PATH (default: off)"},
 			&ucli.BoolFlag{Name: "metrics-allow-remote", Usage: "let --metrics-listen take an address other hosts can reach"},
 			&ucli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -101,6 +103,16 @@ func runBridge(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
+	// One CPU by default: a bridge has one batch in flight to JetStream and
+	// applies one message at a time, a few microseconds of work each, and
+	// the runtime's idle threads on a second CPU only add wake-ups: on two
+	// vCPUs one fewer cut the bridges' context switches per federated write
+	// by a third, with the same latency.
+	procs, err := procsOf(c, 1)
+	if err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(procs)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -121,7 +133,7 @@ func runBridge(c *ucli.Context) error {
 
 	n := &notifier{log: log}
 	log.Info("commy bridge running", "host_id", cfg.HostID, "socket", cfg.Socket, "nats", cfg.NATS.URLs,
-		"stream", cfg.JetStream.Stream, "state_dir", cfg.StateDir, "version", versionString(), "pid", os.Getpid())
+		"stream", cfg.JetStream.Stream, "state_dir", cfg.StateDir, "procs", runtime.GOMAXPROCS(0), "version", versionString(), "pid", os.Getpid())
 	tick := time.NewTicker(statusInterval)
 	defer tick.Stop()
 	ready := br.Ready()

@@ -27,12 +27,14 @@ func commyProc(t *testing.T, env []string, args ...string) *proc {
 // TestBridgeWalkthrough follows docs/federation.md with two "hosts": a
 // development NATS server, two brokers and two bridges as processes; a
 // value made on one host appears on the other, the bridge reports ready to
-// systemd, and `bridge status` answers.
+// systemd, and `bridge status` answers. The bridges run on one CPU unless
+// --procs says otherwise.
 func TestBridgeWalkthrough(t *testing.T) {
 	dir := shortDir(t)
-	for _, k := range systemdEnv {
+	for _, k := range append(systemdEnv, "GOMAXPROCS") {
 		t.Setenv(k, "")
 	}
+	os.Unsetenv("GOMAXPROCS")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,10 +61,12 @@ func TestBridgeWalkthrough(t *testing.T) {
 		os.WriteFile(conf, []byte(fmt.Sprintf("host_id = %q\nsocket = %q\nstate_dir = %q\n[nats]\nurls = [\"nats://%s\"]\n[[federate]]\ntenant = \"edge\"\n",
 			h, sock, filepath.Join(dir, h+"-bridge"), addr)), 0o644)
 		var env []string
+		args := []string{"bridge", "--config", conf}
 		if h == "b" {
 			env = []string{"NOTIFY_SOCKET=" + n.path}
+			args = append(args, "--procs", "2")
 		}
-		bridges = append(bridges, commyProc(t, env, "bridge", "--config", conf))
+		bridges = append(bridges, commyProc(t, env, args...))
 	}
 	n.expectState(t, "READY=1")
 
@@ -139,8 +143,10 @@ func TestBridgeWalkthrough(t *testing.T) {
 		t.Errorf("unmirrored service: exit %d: %s", code, errOut.String())
 	}
 
-	for _, p := range bridges {
-		p.stop()
+	for i, p := range bridges {
+		if log, want := p.stop(), fmt.Sprintf(" procs=%d ", i+1); !strings.Contains(log, want) {
+			t.Errorf("bridge %d: want%sin the log:\n%s", i, want, log)
+		}
 	}
 	n.expectState(t, "STOPPING=1")
 	for _, p := range brokers {

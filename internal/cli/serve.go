@@ -94,7 +94,7 @@ func serve(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
-	procs, err := procsOf(c)
+	procs, err := procsOf(c, max(1, runtime.GOMAXPROCS(0)/2))
 	if err != nil {
 		return err
 	}
@@ -219,14 +219,16 @@ func serve(c *ucli.Context) error {
 	return serveUntilSignal(b, ls, sigs, policyFile, watchdog, log)
 }
 
-// procsOf is how many CPUs the broker's goroutines run on at once
-// (GOMAXPROCS): --procs, else GOMAXPROCS from the environment, else half of
-// what the runtime found the process may use (its CPU affinity and cgroup
-// quota). Every client of a broker runs on the same machine, and a client
-// spends about as much CPU on a request as the broker does, so more than
-// half the CPUs would only add the wake-ups of idle threads: on two vCPUs
-// one runtime thread fewer cut the broker's CPU per write by 8%.
-func procsOf(c *ucli.Context) (int, error) {
+// procsOf is how many CPUs the process's goroutines run on at once
+// (GOMAXPROCS): --procs, else GOMAXPROCS from the environment, else def.
+//
+// serve's def is half of what the runtime found the process may use (its
+// CPU affinity and cgroup quota). Every client of a broker runs on the same
+// machine, and a client spends about as much CPU on a request as the broker
+// does, so more than half the CPUs would only add the wake-ups of idle
+// threads: on two vCPUs one runtime thread fewer cut the broker's CPU per
+// write by 8%.
+func procsOf(c *ucli.Context, def int) (int, error) {
 	switch n := c.Int("procs"); {
 	case n < 0:
 		return 0, usagef("--procs %d: want a count of CPUs, or 0 for the default", n)
@@ -236,7 +238,7 @@ func procsOf(c *ucli.Context) (int, error) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return runtime.GOMAXPROCS(0), nil
 	}
-	return max(1, runtime.GOMAXPROCS(0)/2), nil
+	return def, nil
 }
 
 // fdStoreConfig sets cfg.FDStore and cfg.Restore for the memfd backend
